@@ -1,0 +1,64 @@
+# mktlab: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+USERS ?= 1000000
+SEED ?= 42
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export DO_NOT_TRACK := true
+export PYTHONDONTWRITEBYTECODE := 1
+
+$(PY):
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[all]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: install
+install: $(STAMP) ## create .venv and install mktlab with all extras (done by the other targets when needed)
+
+.PHONY: demo
+demo: $(STAMP) ## run the main job end to end on the embedded defaults (USERS=1000000 SEED=42)
+	$(VENV)/bin/mktlab demo --users $(USERS) --seed $(SEED)
+
+.PHONY: test
+test: $(STAMP) ## run the test suite, notebooks included
+	$(PY) -m pytest -q
+
+.PHONY: test-fast
+test-fast: $(STAMP) ## run the tests without the notebooks
+	$(PY) -m pytest -q -m "not notebooks"
+
+.PHONY: lab
+lab: $(STAMP) ## open JupyterLab on notebooks/
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+.PHONY: bench
+bench: $(STAMP) ## run every benchmark in benchmarks/ (full sizes; minutes)
+	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done
+
+.PHONY: lint
+lint: $(STAMP) ## ruff lint + format check
+	$(VENV)/bin/ruff check mktlab tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check mktlab tests benchmarks
+
+.PHONY: notebooks-sync
+notebooks-sync: $(STAMP) ## regenerate .ipynb from the .py:percent twins, outputs stripped
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+.PHONY: clean
+clean: ## remove generated data, runs and models (keeps .venv)
+	rm -rf data/raw/world data/interim/* data/processed/* mlruns/* models/*

@@ -1,0 +1,5 @@
+import sys
+
+from mktlab.cli import main
+
+sys.exit(main())

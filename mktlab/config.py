@@ -1,0 +1,114 @@
+"""Paths and settings: the one module that reads the environment.
+
+Everything else asks :func:`settings` (or the path constants) instead of ``os.environ``.
+
+Environment variables
+---------------------
+MKTLAB_DATA_DIR        where ``raw/``, ``interim/``, ``processed/`` live (default ``<repo>/data``)
+MKTLAB_MODELS_DIR      the BentoML model store (default ``<repo>/models``)
+MLFLOW_TRACKING_URI    MLflow tracking + registry (default ``sqlite:///<repo>/mlruns/mlflow.db``)
+MKTLAB_MLRUNS_DIR      folder for the default SQLite store and artifacts (default ``<repo>/mlruns``)
+MKTLAB_REDIS_URL       Redis for the coupon issuer; unset means an embedded redis-server
+MKTLAB_LEDGER_URL      SQLAlchemy URL of the issue ledger; unset means SQLite under data/
+MKTLAB_SHARED_DATA_DIR where shared read-only data sits (default ``<repo>/../shared/data``)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mktlab.errors import ConfigError
+
+PROJ_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _path(env: str, default: Path) -> Path:
+    raw = os.environ.get(env)
+    if raw is None or raw.strip() == "":
+        return default
+    return Path(raw).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Build one with :func:`settings`; override fields in tests."""
+
+    data_dir: Path
+    models_dir: Path
+    mlruns_dir: Path
+    shared_data_dir: Path
+    mlflow_tracking_uri: str
+    redis_url: str | None = None
+    ledger_url: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def interim_dir(self) -> Path:
+        return self.data_dir / "interim"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def world_dir(self) -> Path:
+        return self.raw_dir / "world"
+
+    @property
+    def default_ledger_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{self.data_dir / 'processed' / 'ledger.db'}"
+
+
+def settings() -> Settings:
+    """Read the environment now and return the resolved :class:`Settings`."""
+    data_dir = _path("MKTLAB_DATA_DIR", PROJ_ROOT / "data")
+    mlruns_dir = _path("MKTLAB_MLRUNS_DIR", PROJ_ROOT / "mlruns")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns_dir / 'mlflow.db'}"
+    if uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={uri!r}: the MLflow file store is deprecated and refused by "
+            "MLflow 3.17; use sqlite:///<absolute path>/mlflow.db or an http(s):// server"
+        )
+    redis_url = os.environ.get("MKTLAB_REDIS_URL") or None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+        raise ConfigError(
+            f"MKTLAB_REDIS_URL={redis_url!r}: expected redis://, rediss://, unix:// or redis+cluster://"
+        )
+    return Settings(
+        data_dir=data_dir,
+        models_dir=_path("MKTLAB_MODELS_DIR", PROJ_ROOT / "models"),
+        mlruns_dir=mlruns_dir,
+        shared_data_dir=_path("MKTLAB_SHARED_DATA_DIR", PROJ_ROOT.parent / "shared" / "data"),
+        mlflow_tracking_uri=uri,
+        redis_url=redis_url,
+        ledger_url=os.environ.get("MKTLAB_LEDGER_URL") or None,
+    )
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """Return a boolean environment flag (``1/true/yes`` are true)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def bentoml_home() -> Path:
+    """BentoML's home (its model store lives under it): ``BENTOML_HOME`` or ``models/``."""
+    return _path("BENTOML_HOME", settings().models_dir)
+
+
+def quiet_tools() -> None:
+    """Switch off telemetry of MLflow and BentoML unless the user set otherwise.
+
+    Called before those libraries are imported; this machine and CI have no internet.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
