@@ -7,6 +7,7 @@ lists them and imports one when it is invoked, so ``mktlab --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
@@ -31,7 +32,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _available(name: str) -> bool:
     module = SUBCOMMANDS[name][0].split(":")[0]
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is absent
+        return False
 
 
 class LazyGroup(click.Group):

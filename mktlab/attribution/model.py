@@ -1,0 +1,207 @@
+"""The fitted attribution as a servable model, and logging it to MLflow.
+
+:class:`AttributionModel` is a plain callable (MLflow wraps any one-argument callable as
+a pyfunc), so this module never imports MLflow: :func:`log_attribution` goes through
+:mod:`mktlab.tracking`. Given journeys it returns per-journey channel credits:
+
+* ``method="shapley"``: each journey's conversions split equally over its distinct
+  channels — exactly the journey's share of the simplified Shapley value, so summing
+  the credits over the training journeys reproduces :class:`ShapleyAttribution`.
+* ``method="markov"``: split in proportion to the channels' fitted removal effects
+  (a journey-level reading of the chain; the sum over journeys is not the aggregate
+  Markov credit, which is not decomposable by journey).
+
+A journey whose channels all have zero weight (e.g. only channels unseen in training)
+is split equally rather than dropped, so credits always sum to the journey's
+conversions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mktlab.attribution.compare import AttributionResult
+from mktlab.attribution.paths import DEFAULT_SEP, Paths
+from mktlab.errors import ValidationError
+
+MODEL_NAME = "attribution"
+EXPERIMENT = "attribution"
+
+
+@dataclass(eq=False)  # hashable by identity: MLflow caches wrapped callables
+class AttributionModel:
+    """Channel weights learned from journeys; call it on journeys to get credits.
+
+    Parameters
+    ----------
+    method : {"markov", "shapley"}
+    weights : mapping of str to float
+        Per-channel weight used to split a journey's conversions (removal effects for
+        Markov, 1 for Shapley).
+    summary : mapping of str to dict
+        Channel-level results to ship with the model (credits per method, removal
+        effects), returned by :meth:`tables`.
+    sep : str
+        Separator of string paths.
+    """
+
+    method: str
+    weights: Mapping[str, float]
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    sep: str = DEFAULT_SEP
+
+    def __post_init__(self) -> None:
+        if self.method not in ("markov", "shapley"):
+            raise ValidationError(f"method: {self.method!r} is not 'markov' or 'shapley'")
+        w = {str(k): float(v) for k, v in dict(self.weights).items()}
+        bad = [k for k, v in w.items() if not np.isfinite(v) or v < 0]
+        if bad:
+            raise ValidationError(f"weights: negative or non-finite for {bad}")
+        self.weights = w
+
+    @classmethod
+    def from_result(cls, result: AttributionResult, method: str = "markov") -> AttributionModel:
+        """Build from :func:`~mktlab.attribution.compare.attribute` output."""
+        if method == "markov":
+            if result.markov is None:
+                raise ValidationError("method: 'markov' was not run; include it in methods")
+            weights = result.markov.removal_effects_.to_dict()
+        elif method == "shapley":
+            weights = dict.fromkeys(result.paths.channels, 1.0)
+        else:
+            raise ValidationError(f"method: {method!r} is not 'markov' or 'shapley'")
+        summary = {"conversions": result.conversions.to_dict(), "value": result.value.to_dict()}
+        if result.markov is not None:
+            summary["removal_effects"] = result.markov.removal_effects_.to_dict()
+            summary["conversion_probability"] = result.markov.conversion_probability_
+        return cls(method=method, weights=weights, summary=summary)
+
+    def tables(self) -> dict[str, Any]:
+        """The channel-level results the model was built with."""
+        return dict(self.summary)
+
+    def credit(self, journeys: Any) -> pd.DataFrame:
+        """Per-journey channel credits.
+
+        Parameters
+        ----------
+        journeys : DataFrame, mapping or list
+            A ``path`` column (string joined by ``sep``, or a list of channels) and
+            optionally ``conversions`` (default 1 per journey). A list of paths works too.
+
+        Returns
+        -------
+        DataFrame
+            One row per journey, one column per channel (fitted channels first, then any
+            new ones); each row sums to the journey's conversions.
+        """
+        if isinstance(journeys, Mapping):
+            journeys = pd.DataFrame(dict(journeys))
+        if isinstance(journeys, list | tuple):
+            journeys = pd.DataFrame({"path": list(journeys)})
+        if not isinstance(journeys, pd.DataFrame) or "path" not in journeys.columns:
+            raise ValidationError("journeys: expected a DataFrame (or dict) with a 'path' column")
+        if len(journeys) == 0:
+            raise ValidationError("journeys: no rows")
+        df = pd.DataFrame({"path": journeys["path"].to_numpy()})
+        df["conversions"] = (
+            journeys["conversions"].to_numpy(dtype=np.float64, na_value=np.nan)
+            if "conversions" in journeys.columns
+            else 1.0
+        )
+        paths = Paths.from_frame(df, sep=self.sep, channels=list(self.weights))
+        k = paths.n_channels
+        w = np.array([self.weights.get(c, 0.0) for c in paths.channels])
+        # distinct channels per journey: a repeated touch does not add weight
+        key = np.unique(paths.path_index * k + paths.touches)
+        jid, ch = key // k, key % k
+        wj = w[ch]
+        tot = np.bincount(jid, weights=wj, minlength=paths.n_paths)
+        cnt = np.bincount(jid, minlength=paths.n_paths)
+        share = np.where(tot[jid] > 0, wj / np.where(tot[jid] > 0, tot[jid], 1.0), 1.0 / cnt[jid])
+        out = np.zeros((paths.n_paths, k))
+        out[jid, ch] = share * paths.conversions[jid]
+        return pd.DataFrame(out, columns=list(paths.channels), index=journeys.index)
+
+    def __call__(self, model_input):
+        # MLflow's pyfunc entry point: one argument, the journeys
+        return self.credit(model_input)
+
+
+def log_attribution(
+    result: AttributionResult,
+    *,
+    method: str = "markov",
+    experiment: str = EXPERIMENT,
+    run_name: str | None = None,
+    truth: pd.Series | None = None,
+    register: bool = False,
+    model_name: str = MODEL_NAME,
+    alias: str = "champion",
+    figure: Any = None,
+) -> dict[str, Any]:
+    """Log an attribution run to MLflow and save the fitted model as a pyfunc.
+
+    Logs parameters, per-channel credit tables, the Markov transitions and removal
+    effects, the Shapley coalition table (largest 20k sets), comparison metrics against
+    ``truth`` when given, and ``figure``. With ``register=True`` the model becomes a new
+    version of ``model_name`` and ``alias`` points at it.
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``model_uri`` and ``version`` (None unless registered).
+    """
+    from mktlab import tracking
+
+    model = AttributionModel.from_result(result, method=method)
+    paths = result.paths
+    with tracking.start_run(
+        experiment, run_name=run_name, params={**result.params, "served_method": method}
+    ) as run:
+        tracking.log_metrics(
+            {
+                "n_paths": paths.n_paths,
+                "n_channels": paths.n_channels,
+                "total_conversions": paths.total_conversions,
+                "total_value": paths.total_value,
+                "unattributed_conversions": paths.unattributed_conversions,
+            }
+        )
+        tracking.log_table(result.conversions.reset_index(), "tables/conversions.json")
+        tracking.log_table(result.value.reset_index(), "tables/value.json")
+        if result.markov is not None:
+            tracking.log_metrics(
+                {"markov_conversion_probability": result.markov.conversion_probability_}
+            )
+            tracking.log_table(result.markov.attribution_.reset_index(), "tables/markov.json")
+            tracking.log_table(result.markov.transitions_, "tables/markov_transitions.json")
+        if result.shapley is not None:
+            coal = result.shapley.coalitions_.nlargest(20_000, "journeys").copy()
+            coal["channels"] = [" + ".join(c) for c in coal["channels"]]
+            tracking.log_table(coal, "tables/shapley_coalitions.json")
+        if truth is not None:
+            cmp = result.compare_to(truth)
+            tracking.log_table(cmp.reset_index(), "tables/vs_truth.json")
+            tracking.log_metrics({f"spearman_{m}": v for m, v in cmp["spearman"].items()})
+        if figure is not None:
+            tracking.log_figure(figure, "comparison.png")
+        # no input example on purpose: MLflow would infer a strict schema from it and
+        # refuse integer conversions or a missing optional column at serving time
+        info = tracking.log_pyfunc_model(
+            model,
+            name="model",
+            registered_model_name=model_name if register else None,
+        )
+        run_id = run.info.run_id
+    version = None
+    if register:
+        version = str(info.registered_model_version)
+        if alias:
+            tracking.set_alias(model_name, version, alias)
+    return {"run_id": run_id, "model_uri": info.model_uri, "version": version}
