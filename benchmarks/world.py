@@ -26,7 +26,6 @@ from mktlab.datasets import make_world
 def naive_world(n_users: int, seed: int) -> int:
     """Per-user loop: identities, events and a campaign row per person (rows generated)."""
     rnd = random.Random(seed)
-    rows = 0
     out = []
     for pid in range(n_users):
         uid = f"U{pid:010d}"
@@ -54,7 +53,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--quick", action="store_true", help="100k users")
-    ap.add_argument("--naive-users", type=int, default=50_000, help="sample size for the per-user loop")
+    ap.add_argument(
+        "--naive-users", type=int, default=50_000, help="sample size for the per-user loop"
+    )
     args = ap.parse_args()
     n = 100_000 if args.quick else args.users
 
@@ -70,14 +71,22 @@ def main() -> None:
         rows = int(w.summary().rows.sum())
     ups = n / secs
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    print(f"\nmktlab make_world : {n:>12,} users in {secs:7.2f} s = {ups:>12,.0f} users/s ({rows:,} rows, all tables)")
-    print(f"naive Python loop : {args.naive_users:>12,} users in {naive_s:7.2f} s = {naive_ups:>12,.0f} users/s ({naive_rows:,} rows, far fewer tables)")
+    print(
+        f"\nmktlab make_world : {n:>12,} users in {secs:7.2f} s = {ups:>12,.0f} users/s ({rows:,} rows, all tables)"
+    )
+    print(
+        f"naive Python loop : {args.naive_users:>12,} users in {naive_s:7.2f} s = {naive_ups:>12,.0f} users/s ({naive_rows:,} rows, far fewer tables)"
+    )
     print(f"rows/s            : mktlab {rows / secs:,.0f} vs naive {naive_rows / naive_s:,.0f}")
-    print(f"ratio             : mktlab writes {rows / secs / (naive_rows / naive_s):.1f}x the rows/s of the per-user loop")
+    print(
+        f"ratio             : mktlab writes {rows / secs / (naive_rows / naive_s):.1f}x the rows/s of the per-user loop"
+    )
     print(f"peak RSS          : {peak_gb:.2f} GB")
     if n >= 1_000_000:
         proj = secs * 1_000_000 / n
-        print(f"target 1M users < 60 s: {'MET' if proj < 60 else 'MISSED'} ({proj:.1f} s per 1M users)")
+        print(
+            f"target 1M users < 60 s: {'MET' if proj < 60 else 'MISSED'} ({proj:.1f} s per 1M users)"
+        )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def settings() -> Settings:
             "MLflow 3.17; use sqlite:///<absolute path>/mlflow.db or an http(s):// server"
         )
     redis_url = os.environ.get("MKTLAB_REDIS_URL") or None
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+    if redis_url and not redis_url.startswith(
+        ("redis://", "rediss://", "unix://", "redis+cluster://")
+    ):
         raise ConfigError(
             f"MKTLAB_REDIS_URL={redis_url!r}: expected redis://, rediss://, unix:// or redis+cluster://"
         )

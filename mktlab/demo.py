@@ -25,7 +25,11 @@ def _world(ctx: dict[str, Any]) -> dict[str, Any]:
     ctx["world"] = w
     s = w.summary()
     click.echo(s.to_string(index=False))
-    return {"world_users": w.meta["n_users"], "world_seconds": w.meta["seconds"], "identity_rows": int(s.loc[s.table == "identities", "rows"].iloc[0])}
+    return {
+        "world_users": w.meta["n_users"],
+        "world_seconds": w.meta["seconds"],
+        "identity_rows": int(s.loc[s.table == "identities", "rows"].iloc[0]),
+    }
 
 
 def _hillstrom(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -50,20 +54,32 @@ def run_demo(users: int = 1_000_000, seed: int = 42) -> pd.DataFrame:
     """Run every stage and log the run to MLflow; return the summary table."""
     ctx: dict[str, Any] = {"users": users, "seed": seed}
     rows = []
-    with tracking.start_run("demo", run_name=f"demo-{users}", params={"users": users, "seed": seed}):
+    with tracking.start_run(
+        "demo", run_name=f"demo-{users}", params={"users": users, "seed": seed}
+    ):
         for name, stage in STAGES:
             click.secho(f"\n== {name}", bold=True)
             t0 = time.perf_counter()
             figures = stage(ctx)
             dt = time.perf_counter() - t0
-            tracking.log_metrics({f"{k}": v for k, v in figures.items() if isinstance(v, int | float)})
+            tracking.log_metrics(
+                {f"{k}": v for k, v in figures.items() if isinstance(v, int | float)}
+            )
             tracking.log_metrics({f"seconds_{name.replace(' ', '_')}": dt})
-            rows.append({"stage": name, "seconds": round(dt, 2), **{"figures": ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items())}})
+            rows.append(
+                {
+                    "stage": name,
+                    "seconds": round(dt, 2),
+                    **{"figures": ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items())},
+                }
+            )
     summary = pd.DataFrame(rows)
     click.secho("\n== summary", bold=True)
     with pd.option_context("display.max_colwidth", 200, "display.width", 200):
         click.echo(summary.to_string(index=False))
-    click.echo(f"\nMLflow: {settings().mlflow_tracking_uri} (experiment 'demo'); data under {settings().data_dir}")
+    click.echo(
+        f"\nMLflow: {settings().mlflow_tracking_uri} (experiment 'demo'); data under {settings().data_dir}"
+    )
     return summary
 
 

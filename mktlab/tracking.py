@@ -240,3 +240,81 @@ def runs(experiment: str) -> Any:
         return pd.DataFrame()
     return mlflow.search_runs(experiment_ids=[exp.experiment_id])
 
+
+# --- pickled predictors as pyfunc (added for mktlab.uplift; generic) -----------------
+_PREDICTOR_CLS: Any = None
+PREDICTOR_ARTIFACT = "predictor"
+
+
+def _predictor_class() -> Any:
+    """The ``PythonModel`` that forwards ``predict`` to a pickled object.
+
+    Built lazily (mlflow is imported on first use) and published as
+    ``mktlab.tracking.PickledPredictor`` through the module ``__getattr__``, so pickles
+    refer to it by name instead of embedding its code.
+    """
+    global _PREDICTOR_CLS
+    if _PREDICTOR_CLS is None:
+        mlflow = _mlflow()
+
+        class PickledPredictor(mlflow.pyfunc.PythonModel):
+            """Loads the pickled object in ``load_context``; ``predict`` calls its ``predict``."""
+
+            def load_context(self, context):
+                import cloudpickle
+
+                with open(context.artifacts[PREDICTOR_ARTIFACT], "rb") as fh:
+                    self.predictor = cloudpickle.load(fh)
+
+            def predict(self, context, model_input, params=None):
+                return self.predictor.predict(model_input)
+
+        PickledPredictor.__module__ = __name__
+        PickledPredictor.__qualname__ = "PickledPredictor"
+        _PREDICTOR_CLS = PickledPredictor
+    return _PREDICTOR_CLS
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PickledPredictor":
+        return _predictor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def log_python_predictor(
+    predictor: Any,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    pip_requirements: list[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Any:
+    """Log any picklable object with ``predict(DataFrame) -> DataFrame`` as a pyfunc.
+
+    The object is cloudpickled into the artifact ``predictor`` and loaded back by a thin
+    ``PythonModel``. No signature is inferred (pass none): the object validates its own
+    input, and MLflow's schema enforcement would silently reorder columns. Returns the
+    ``ModelInfo``; the loading environment must be able to import the object's classes.
+    """
+    import tempfile
+
+    import cloudpickle
+
+    mlflow = _mlflow()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "predictor.pkl"
+        with path.open("wb") as fh:
+            cloudpickle.dump(predictor, fh)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=_predictor_class()(),
+            artifacts={PREDICTOR_ARTIFACT: str(path)},
+            registered_model_name=registered_model_name,
+            pip_requirements=pip_requirements or _default_requirements(),
+            metadata=dict(metadata) if metadata else None,
+        )
+
+
+def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a local file or folder as an artifact of the active run."""
+    _mlflow().log_artifact(str(local_path), artifact_path)

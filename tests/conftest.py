@@ -20,7 +20,15 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_workspace(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("mktlab-ws")
-    old = {k: os.environ.get(k) for k in ("MKTLAB_DATA_DIR", "MKTLAB_MLRUNS_DIR", "MLFLOW_TRACKING_URI", "MKTLAB_MODELS_DIR")}
+    old = {
+        k: os.environ.get(k)
+        for k in (
+            "MKTLAB_DATA_DIR",
+            "MKTLAB_MLRUNS_DIR",
+            "MLFLOW_TRACKING_URI",
+            "MKTLAB_MODELS_DIR",
+        )
+    }
     os.environ["MKTLAB_DATA_DIR"] = str(root / "data")
     os.environ["MKTLAB_MLRUNS_DIR"] = str(root / "mlruns")
     os.environ["MKTLAB_MODELS_DIR"] = str(root / "models")

@@ -7,7 +7,9 @@ import sys
 
 
 def _mktlab(*args: str, env_root=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mktlab.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mktlab.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_help_lists_subcommands():
@@ -23,7 +25,8 @@ def test_world_generate_and_summary(workspace):
     assert "world of 2,000 users (seed 3)" in out.stdout
     assert (workspace / "data" / "raw" / "world" / "identities.parquet").is_file()
     out = _mktlab("world", "summary")
-    assert out.returncode == 0 and "campaign_truth" in out.stdout
+    assert out.returncode == 0
+    assert "campaign_truth" in out.stdout
 
 
 def test_bad_input_is_one_clear_line():

@@ -9,7 +9,13 @@ from mktlab.errors import ConfigError
 
 
 def test_defaults_live_in_the_repo(monkeypatch):
-    for k in ("MKTLAB_DATA_DIR", "MKTLAB_MLRUNS_DIR", "MLFLOW_TRACKING_URI", "MKTLAB_REDIS_URL", "MKTLAB_MODELS_DIR"):
+    for k in (
+        "MKTLAB_DATA_DIR",
+        "MKTLAB_MLRUNS_DIR",
+        "MLFLOW_TRACKING_URI",
+        "MKTLAB_REDIS_URL",
+        "MKTLAB_MODELS_DIR",
+    ):
         monkeypatch.delenv(k, raising=False)
     s = settings()
     assert s.data_dir == PROJ_ROOT / "data"

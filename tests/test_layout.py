@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import functools
+import operator
 import re
 import tomllib
 from pathlib import Path
@@ -14,8 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_top_level_layout():
-    for name in ("notebooks", "mktlab", "models", "data", "bentofile.yaml", "mlruns", "tests",
-                 "benchmarks", "environment.yml", "pyproject.toml", "Makefile", "README.md", ".ci/run"):
+    for name in (
+        "notebooks",
+        "mktlab",
+        "models",
+        "data",
+        "bentofile.yaml",
+        "mlruns",
+        "tests",
+        "benchmarks",
+        "environment.yml",
+        "pyproject.toml",
+        "Makefile",
+        "README.md",
+        ".ci/run",
+    ):
         assert (ROOT / name).exists(), name
 
 
@@ -38,7 +53,9 @@ def test_environment_yml_agrees_with_pyproject():
 
 def test_pins_that_matter():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    deps = py["project"]["dependencies"] + sum(py["project"]["optional-dependencies"].values(), [])
+    deps = py["project"]["dependencies"] + functools.reduce(
+        operator.iadd, py["project"]["optional-dependencies"].values(), []
+    )
     assert "mlflow==3.17.2" in deps
     assert "torch==2.13.0" in deps
     assert "bentoml==1.4.40" in deps
@@ -62,13 +79,19 @@ def test_notebooks_paired_stripped_and_parameterised(py):
     assert ipynb.is_file(), f"{py.name} has no paired .ipynb (run make notebooks-sync)"
     nb = nbformat.read(ipynb, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs not stripped"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
+        "outputs not stripped"
+    )
     assert any("parameters" in c.metadata.get("tags", []) for c in code), "no 'parameters' cell"
-    assert [c.source.strip() for c in code if c.source.strip()] == _code_cells_py(py), "ipynb and py disagree"
+    assert [c.source.strip() for c in code if c.source.strip()] == _code_cells_py(py), (
+        "ipynb and py disagree"
+    )
     assert "autoreload" in code[0].source
     # notebooks call mktlab; they define no library code
     for c in code:
-        src = "\n".join(ln for ln in c.source.splitlines() if not ln.lstrip().startswith(("%", "!")))
+        src = "\n".join(
+            ln for ln in c.source.splitlines() if not ln.lstrip().startswith(("%", "!"))
+        )
         tree = ast.parse(src)
         defs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
         assert not defs, f"library code in a notebook: {defs}"
@@ -82,6 +105,10 @@ def test_only_config_reads_environment_and_only_tracking_imports_mlflow():
         if rel != "config.py":
             assert not re.search(r"os\.environ|os\.getenv", text), f"{rel} reads the environment"
         if rel != "tracking.py" and not rel.startswith("service/"):
-            assert not re.search(r"^\s*(import mlflow|from mlflow)", text, re.M), f"{rel} imports mlflow"
+            assert not re.search(r"^\s*(import mlflow|from mlflow)", text, re.M), (
+                f"{rel} imports mlflow"
+            )
         if not rel.startswith("service/"):
-            assert "mktlab.service" not in text or rel.startswith("cli/"), f"{rel} imports the service"
+            assert "mktlab.service" not in text or rel.startswith("cli/"), (
+                f"{rel} imports the service"
+            )

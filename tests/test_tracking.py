@@ -9,7 +9,6 @@ from mktlab import tracking
 from mktlab.errors import NotFoundError, ValidationError
 
 
-
 def _doubler():
     import mlflow.pyfunc  # tests may import mlflow; the package may not outside tracking
 
@@ -21,7 +20,9 @@ def _doubler():
 
 
 def test_run_params_metrics_and_artifacts_land_in_the_store(workspace):
-    with tracking.start_run("test-tracking", run_name="r1", params={"alpha": 0.5}, tags={"who": "test"}) as run:
+    with tracking.start_run(
+        "test-tracking", run_name="r1", params={"alpha": 0.5}, tags={"who": "test"}
+    ) as run:
         tracking.log_metrics({"auc": 0.75})
         tracking.log_dict({"a": 1}, "conf.json")
     runs = tracking.runs("test-tracking")
@@ -34,7 +35,10 @@ def test_run_params_metrics_and_artifacts_land_in_the_store(workspace):
 
 
 def test_non_finite_metric_refused():
-    with tracking.start_run("test-tracking"), pytest.raises(ValidationError, match="'loss' is not finite"):
+    with (
+        tracking.start_run("test-tracking"),
+        pytest.raises(ValidationError, match="'loss' is not finite"),
+    ):
         tracking.log_metrics({"loss": float("nan")})
 
 

@@ -21,7 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "identity": ("mktlab.identity.cli:identity", "One ID: resolve identifiers to people."),
     "audience": ("mktlab.audience.cli:audience", "Bitmap audiences: build, query, save."),
     "uplift": ("mktlab.uplift.cli:uplift", "Uplift models: train and evaluate."),
-    "coupons": ("mktlab.coupons.cli:coupons", "Coupon issuer: create, status, reconcile, simulate."),
+    "coupons": (
+        "mktlab.coupons.cli:coupons",
+        "Coupon issuer: create, status, reconcile, simulate.",
+    ),
     "attribution": ("mktlab.attribution.cli:attribution", "Multi-touch attribution."),
     "sandbox": ("mktlab.sandbox.cli:sandbox", "Replay strategies over logged data."),
     "rl": ("mktlab.rl.cli:rl", "Reinforcement-learning policies."),

@@ -13,9 +13,17 @@ def world() -> None:
 
 
 @world.command("generate")
-@click.option("--users", "n_users", type=int, default=100_000, show_default=True, help="Number of people.")
+@click.option(
+    "--users", "n_users", type=int, default=100_000, show_default=True, help="Number of people."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Non-negative random seed.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Target folder (default data/raw/world).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Target folder (default data/raw/world).",
+)
 def generate(n_users: int, seed: int, out_dir: str | None) -> None:
     """Generate the world (Parquet under data/raw/world) and print its tables."""
     from mktlab.datasets import make_world

@@ -95,7 +95,9 @@ def find_hillstrom(path: str | Path | None = None, *, download: bool = True) -> 
     )
 
 
-def load_hillstrom(path: str | Path | None = None, *, verify_checksum: bool = False) -> pd.DataFrame:
+def load_hillstrom(
+    path: str | Path | None = None, *, verify_checksum: bool = False
+) -> pd.DataFrame:
     """Load the Hillstrom e-mail experiment as a DataFrame of 64,000 rows.
 
     Parameters
@@ -136,10 +138,14 @@ def load_hillstrom(path: str | Path | None = None, *, verify_checksum: bool = Fa
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{p}: corrupt or non-numeric values ({exc})") from exc
     if len(df) != N_ROWS:
-        raise DataError(f"{p}: {len(df):,} data rows, expected {N_ROWS:,} (truncated or altered file?)")
+        raise DataError(
+            f"{p}: {len(df):,} data rows, expected {N_ROWS:,} (truncated or altered file?)"
+        )
     bad_arm = ~df["segment"].isin(ARMS)
     if bad_arm.any():
-        raise DataError(f"{p}: unknown segment values {sorted(df.loc[bad_arm, 'segment'].unique())[:5]}")
+        raise DataError(
+            f"{p}: unknown segment values {sorted(df.loc[bad_arm, 'segment'].unique())[:5]}"
+        )
     if df.isna().any().any():
         cols = df.columns[df.isna().any()].tolist()
         raise DataError(f"{p}: missing values in column(s) {cols}")

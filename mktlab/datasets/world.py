@@ -47,6 +47,8 @@ CHANNEL_EFFECT = np.array([0.060, 0.025, 0.008, 0.030, 0.015, 0.010, 0.040, 0.08
 JOURNEY_BASE = 0.01
 HUB_DEVICE = "352099001761481"  # a factory-default IMEI reported by thousands of phones
 JUNK_VALUES = np.array(["", "000000", "unknown", "null", "-1", "00000000000", "0000000000000000"])
+SOURCES = ("app_login", "web_session", "order", "partner_feed")
+ID_TYPES = ("user_id", "phone", "email", "device", "openid")
 QUADRANTS = np.array(["persuadable", "sure_thing", "lost_cause", "sleeping_dog"])
 TABLES = (
     "identities", "identity_truth", "people", "profiles", "events", "event_truth",
@@ -108,7 +110,14 @@ class World:
         for name in TABLES:
             p = self.table_path(name)
             md = pq.ParquetFile(p).metadata
-            rows.append({"table": name, "rows": md.num_rows, "columns": md.num_columns, "mb": p.stat().st_size / 1e6})
+            rows.append(
+                {
+                    "table": name,
+                    "rows": md.num_rows,
+                    "columns": md.num_columns,
+                    "mb": p.stat().st_size / 1e6,
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -138,8 +147,13 @@ def _uuids(rng: np.random.Generator, n: int, upper: bool = False) -> pa.Array:
     chars = _HEX[nib]
     out = np.full((n, 36), b"-", dtype="S1")
     out[:, [*range(8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)]] = chars
-    arr = pa.array(out.view("S36").ravel().astype(str))
+    fixed = pa.Array.from_buffers(pa.binary(36), n, [None, pa.py_buffer(out.tobytes())])
+    arr = fixed.cast(pa.binary()).cast(pa.string())
     return pc.utf8_upper(arr) if upper else arr
+
+
+def _decode(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
 
 
 def _take(arr: pa.Array, idx: np.ndarray) -> pa.Array:
@@ -167,7 +181,9 @@ class _Chunk:
         self.pid = pid
         self.has_account = rng.random(n) < 0.92
         self.user_id = pc.if_else(
-            pa.array(self.has_account), _digits((pid * 48271 + 12345) % _P, 10, "U"), pa.nulls(n, pa.string())
+            pa.array(self.has_account),
+            _digits((pid * 48271 + 12345) % _P, 10, "U"),
+            pa.nulls(n, pa.string()),
         )
         # households of 1-4 consecutive people
         sizes = rng.choice([1, 2, 3, 4], size=n, p=[0.45, 0.3, 0.15, 0.1])
@@ -177,7 +193,9 @@ class _Chunk:
         # devices: 1-3 each
         self.n_dev = rng.choice([1, 2, 3], size=n, p=[0.5, 0.35, 0.15])
         dev_kind = rng.choice(3, size=(n, 3), p=[0.55, 0.3, 0.15])  # imei, oaid, idfa
-        imei = _digits(860_000_000_000_000 + (pid[:, None] * 3 + np.arange(3)).ravel() * 7919 % 10**13, 15)
+        imei = _digits(
+            860_000_000_000_000 + (pid[:, None] * 3 + np.arange(3)).ravel() * 7919 % 10**13, 15
+        )
         oaid = _uuids(rng, 3 * n)
         idfa = _uuids(rng, 3 * n, upper=True)
         kind = dev_kind.ravel()
@@ -185,13 +203,22 @@ class _Chunk:
         self.devices = dev  # flat (n*3), person i's j-th device at 3*i+j
         # shared family device: the next household member also uses this person's device 0
         same_hh_next = np.r_[self.household[1:] == self.household[:-1], False]
-        share = same_hh_next & self.has_account & np.r_[self.has_account[1:], False] & (rng.random(n) < 0.15)
-        self.shares_from = np.full(n, -1, dtype=np.int64)  # person i also uses device 0 of shares_from[i]
+        share = (
+            same_hh_next
+            & self.has_account
+            & np.r_[self.has_account[1:], False]
+            & (rng.random(n) < 0.15)
+        )
+        self.shares_from = np.full(
+            n, -1, dtype=np.int64
+        )  # person i also uses device 0 of shares_from[i]
         self.shares_from[np.flatnonzero(share) + 1] = np.flatnonzero(share)
         # phones: 85% of account holders; 1% of them are recycled to someone phone-less
         self.has_phone = self.has_account & (rng.random(n) < 0.85)
         phone_num = 13_000_000_000 + (pid * 7057 + 991) % 9_000_000_000
-        self.phone = pc.if_else(pa.array(self.has_phone), _digits(phone_num, 11), pa.nulls(n, pa.string()))
+        self.phone = pc.if_else(
+            pa.array(self.has_phone), _digits(phone_num, 11), pa.nulls(n, pa.string())
+        )
         donors = np.flatnonzero(self.has_phone & (rng.random(n) < 0.012))
         takers_pool = np.flatnonzero(self.has_account & ~self.has_phone)
         k = min(len(donors), len(takers_pool))
@@ -218,9 +245,13 @@ class _Chunk:
         dom = domains[rng.integers(0, len(domains), size=2 * n)]
         local = _digits((np.repeat(pid, 2) * 2 + np.tile([0, 1], n)) * 2654435761 % 10**12, 12, "u")
         self.emails = pc.binary_join_element_wise(local, pa.array(dom), "@")
-        self.n_openid = np.where(self.has_account, rng.choice([0, 1, 2], size=n, p=[0.3, 0.5, 0.2]), 0)
+        self.n_openid = np.where(
+            self.has_account, rng.choice([0, 1, 2], size=n, p=[0.3, 0.5, 0.2]), 0
+        )
         self.openids = pc.binary_join_element_wise(
-            "o", pc.utf8_slice_codeunits(pc.replace_substring(_uuids(rng, 2 * n), "-", ""), 0, 27), ""
+            "o",
+            pc.utf8_slice_codeunits(pc.replace_substring(_uuids(rng, 2 * n), "-", ""), 0, 27),
+            "",
         )
 
     # identity records -----------------------------------------------------------------
@@ -243,15 +274,22 @@ class _Chunk:
             truth_pid.append(self.pid[person])
             return rec, ts
 
-        def add(rec: np.ndarray, ts: np.ndarray, source: str, id_type: str, values: pa.Array, mask: np.ndarray | None = None) -> None:
+        def add(
+            rec: np.ndarray,
+            ts: np.ndarray,
+            source: str,
+            id_type: str,
+            values: pa.Array,
+            mask: np.ndarray | None = None,
+        ) -> None:
             valid = ~np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False))
             if mask is not None:
                 valid &= mask
             idx = np.flatnonzero(valid)
             cols["rec"].append(rec[idx])
             cols["ts"].append(ts[idx])
-            cols["source"].append(np.full(len(idx), source, dtype=object))
-            cols["id_type"].append(np.full(len(idx), id_type, dtype=object))
+            cols["source"].append(np.full(len(idx), SOURCES.index(source), dtype=np.int8))
+            cols["id_type"].append(np.full(len(idx), ID_TYPES.index(id_type), dtype=np.int8))
             cols["val"].append(_take(values, idx))
 
         def device_of(person: np.ndarray) -> pa.Array:
@@ -266,12 +304,17 @@ class _Chunk:
         dev = device_of(p)
         # the person who shares a family member's device logs in on it half of the time
         borrow = (self.shares_from[p] >= 0) & (rng.random(len(p)) < 0.5)
-        dev = pc.if_else(pa.array(borrow), _take(self.devices, 3 * np.maximum(self.shares_from[p], 0)), dev)
+        dev = pc.if_else(
+            pa.array(borrow), _take(self.devices, 3 * np.maximum(self.shares_from[p], 0)), dev
+        )
         hub = rng.random(len(p)) < 0.002
         dev = pc.if_else(pa.array(hub), pa.scalar(HUB_DEVICE), dev)
         add(rec, ts, "app_login", "device", dev)
         has_oid = self.n_openid[p] > 0
-        oid = _take(self.openids, 2 * p + (rng.random(len(p)) * np.maximum(self.n_openid[p], 1)).astype(np.int64))
+        oid = _take(
+            self.openids,
+            2 * p + (rng.random(len(p)) * np.maximum(self.n_openid[p], 1)).astype(np.int64),
+        )
         add(rec, ts, "app_login", "openid", oid, has_oid & (rng.random(len(p)) < 0.6))
         # every openid and every device is seen at least once with the account
         for j in range(2):
@@ -285,11 +328,16 @@ class _Chunk:
             add(rec, ts, "app_login", "user_id", _take(self.user_id, who))
             add(rec, ts, "app_login", "device", _take(self.devices, 3 * who + j))
         # web sessions: a device + an email (typo'd now and then); anonymous people live here
-        p = np.repeat(np.arange(n), rng.poisson(np.where(self.has_account, 1.5, 4.0)) + (~self.has_account))
+        p = np.repeat(
+            np.arange(n), rng.poisson(np.where(self.has_account, 1.5, 4.0)) + (~self.has_account)
+        )
         rec, ts = records(p, "web_session")
         add(rec, ts, "web_session", "device", device_of(p))
         has_mail = self.n_email[p] > 0
-        mail = _take(self.emails, 2 * p + (rng.random(len(p)) * np.maximum(self.n_email[p], 1)).astype(np.int64))
+        mail = _take(
+            self.emails,
+            2 * p + (rng.random(len(p)) * np.maximum(self.n_email[p], 1)).astype(np.int64),
+        )
         typo = rng.random(len(p)) < 0.01
         mail = pc.if_else(pa.array(typo), pc.replace_substring(mail, "@", "@@"), mail)
         add(rec, ts, "web_session", "email", mail, has_mail & (rng.random(len(p)) < 0.7))
@@ -301,18 +349,33 @@ class _Chunk:
         donor, taker = self.recycled_to[p] >= 0, self.recycled_from[p] >= 0
         phone = _take(self.phone, p)
         phone = pc.if_else(pa.array(donor & (ts >= rt)), _take(self.phone2, p), phone)
-        phone = pc.if_else(pa.array(taker & (ts >= rt)), _take(self.phone, np.maximum(self.recycled_from[p], 0)), phone)
+        phone = pc.if_else(
+            pa.array(taker & (ts >= rt)),
+            _take(self.phone, np.maximum(self.recycled_from[p], 0)),
+            phone,
+        )
         add(rec, ts, "order", "phone", phone)
-        add(rec, ts, "order", "email", _take(self.emails, 2 * p), (self.n_email[p] > 0) & (rng.random(len(p)) < 0.5))
+        add(
+            rec,
+            ts,
+            "order",
+            "email",
+            _take(self.emails, 2 * p),
+            (self.n_email[p] > 0) & (rng.random(len(p)) < 0.5),
+        )
         # partner feeds: phone + openid, as of the record's time
         p = np.repeat(acct, rng.poisson(0.4, size=len(acct)))
         p = p[self.n_openid[p] > 0]
         rec, ts = records(p, "partner_feed")
         rt = self.recycle_time[p]
         phone = _take(self.phone, p)
-        phone = pc.if_else(pa.array((self.recycled_to[p] >= 0) & (ts >= rt)), _take(self.phone2, p), phone)
         phone = pc.if_else(
-            pa.array((self.recycled_from[p] >= 0) & (ts >= rt)), _take(self.phone, np.maximum(self.recycled_from[p], 0)), phone
+            pa.array((self.recycled_to[p] >= 0) & (ts >= rt)), _take(self.phone2, p), phone
+        )
+        phone = pc.if_else(
+            pa.array((self.recycled_from[p] >= 0) & (ts >= rt)),
+            _take(self.phone, np.maximum(self.recycled_from[p], 0)),
+            phone,
         )
         add(rec, ts, "partner_feed", "phone", phone)
         add(rec, ts, "partner_feed", "openid", _take(self.openids, 2 * p))
@@ -321,19 +384,26 @@ class _Chunk:
         junk_rec = all_rec[rng.random(len(all_rec)) < 0.03]
         jt = self._ts(len(junk_rec))
         jv = pa.array(JUNK_VALUES[rng.integers(0, len(JUNK_VALUES), size=len(junk_rec))])
-        jtype = np.where(rng.random(len(junk_rec)) < 0.6, "device", "phone").astype(object)
+        jtype = np.where(
+            rng.random(len(junk_rec)) < 0.6, ID_TYPES.index("device"), ID_TYPES.index("phone")
+        ).astype(np.int8)
         # junk rows share their record's id; their ts is replaced by the record's ts below
         cols["rec"].append(junk_rec)
         cols["ts"].append(jt)
-        cols["source"].append(np.full(len(junk_rec), "", dtype=object))
+        cols["source"].append(np.zeros(len(junk_rec), dtype=np.int8))
         cols["id_type"].append(jtype)
         cols["val"].append(jv)
 
         rec = np.concatenate(cols["rec"])
-        truth = pa.table({"record_id": pa.array(np.concatenate(truth_rec)), "person_id": pa.array(np.concatenate(truth_pid))})
+        truth = pa.table(
+            {
+                "record_id": pa.array(np.concatenate(truth_rec)),
+                "person_id": pa.array(np.concatenate(truth_pid)),
+            }
+        )
         # align ts/source of every row with its record (junk rows included)
         rec_ts = np.empty(next_rec - record_offset, dtype=np.int64)
-        rec_src = np.empty(next_rec - record_offset, dtype=object)
+        rec_src = np.empty(next_rec - record_offset, dtype=np.int8)
         for r, t, s in zip(cols["rec"][:-1], cols["ts"][:-1], cols["source"][:-1], strict=True):
             rec_ts[r - record_offset] = t
             rec_src[r - record_offset] = s
@@ -344,9 +414,11 @@ class _Chunk:
             {
                 "record_id": pa.array(rec[order]),
                 "ts": pa.array((ts_all[order] * 1_000_000).astype("datetime64[us]")),
-                "source": pa.array(src_all[order], type=pa.string()),
-                "id_type": pa.array(np.concatenate(cols["id_type"])[order], type=pa.string()),
-                "id_value": pa.concat_arrays([_flat(a).cast(pa.string()) for a in cols["val"]]).take(pa.array(order)),
+                "source": _decode(src_all[order], SOURCES),
+                "id_type": _decode(np.concatenate(cols["id_type"])[order], ID_TYPES),
+                "id_value": pa.concat_arrays(
+                    [_flat(a).cast(pa.string()) for a in cols["val"]]
+                ).take(pa.array(order)),
             }
         )
         return table, truth, next_rec
@@ -360,7 +432,10 @@ class _Chunk:
         n_order = rng.binomial(n_cart, 0.35) + (rng.random(n) < 0.15 * self.has_account)
         kinds = (("view", n_view), ("cart", n_cart), ("order", n_order))
         person = np.concatenate([np.repeat(np.arange(n), k) for _, k in kinds])
-        event = np.concatenate([np.full(int(k.sum()), name, dtype=object) for name, k in kinds])
+        ev_code = np.concatenate(
+            [np.full(int(k.sum()), i, dtype=np.int8) for i, (_, k) in enumerate(kinds)]
+        )
+        is_order = ev_code == 2
         m = len(person)
         eid = event_offset + np.arange(m, dtype=np.int64)
         # recent activity is denser for active people: skew timestamps toward the end
@@ -371,19 +446,25 @@ class _Chunk:
         device = _take(self.devices, 3 * person + dev_j)
         use_uid = (ch == 0) & self.has_account[person] & (rng.random(m) < 0.7)
         use_oid = (ch == 2) & (self.n_openid[person] > 0)
-        id_type = np.where(use_uid, "user_id", np.where(use_oid, "openid", "device")).astype(object)
-        val = pc.if_else(
-            pa.array(use_uid), _take(self.user_id, person), pc.if_else(pa.array(use_oid), _take(self.openids, 2 * person), device)
+        id_code = np.where(
+            use_uid,
+            ID_TYPES.index("user_id"),
+            np.where(use_oid, ID_TYPES.index("openid"), ID_TYPES.index("device")),
         )
-        amount = np.where(event == "order", np.round(rng.lognormal(4.6, 0.7, size=m), 2), 0.0)
+        val = pc.if_else(
+            pa.array(use_uid),
+            _take(self.user_id, person),
+            pc.if_else(pa.array(use_oid), _take(self.openids, 2 * person), device),
+        )
+        amount = np.where(is_order, np.round(rng.lognormal(4.6, 0.7, size=m), 2), 0.0)
         cat = CATEGORIES[rng.integers(0, len(CATEGORIES), size=m)]
         events = pa.table(
             {
                 "event_id": pa.array(eid),
                 "ts": pa.array((ts * 1_000_000).astype("datetime64[us]")),
-                "id_type": pa.array(id_type, type=pa.string()),
+                "id_type": _decode(id_code.astype(np.int8), ID_TYPES),
                 "id_value": val,
-                "event": pa.array(event, type=pa.string()),
+                "event": _decode(ev_code, ("view", "cart", "order")),
                 "channel": pa.array(EVENT_CHANNELS[ch]),
                 "category": pa.array(cat),
                 "amount": pa.array(amount),
@@ -392,12 +473,13 @@ class _Chunk:
         )
         truth = pa.table({"event_id": pa.array(eid), "person_id": pa.array(self.pid[person])})
         # RFM from the orders just generated, so profiles agree with events
-        is_order = event == "order"
         end = self.t0 + self.span
         last = np.full(n, -1, dtype=np.int64)
         np.maximum.at(last, person[is_order], ts[is_order])
         self.frequency = np.bincount(person[is_order], minlength=n)
-        self.monetary = np.round(np.bincount(person[is_order], weights=amount[is_order], minlength=n), 2)
+        self.monetary = np.round(
+            np.bincount(person[is_order], weights=amount[is_order], minlength=n), 2
+        )
         self.recency = np.where(last >= 0, (end - last) // 86400, 365)
         self.age = np.clip(rng.normal(34, 10, size=n), 18, 75).astype(np.int64)
         self.gender = np.where(rng.random(n) < 0.55, "F", "M")
@@ -406,7 +488,9 @@ class _Chunk:
         self.tier_level = np.clip(np.digitize(spend_rank, [1.0, 4.0, 5.2, 6.2]) + 1, 1, 5)
         signup = end - 86400 * rng.integers(DAYS, 5 * 365, size=n)
         acct = np.flatnonzero(self.has_account)
-        band = pd.cut(self.age, [0, 24, 34, 44, 54, 200], labels=["18-24", "25-34", "35-44", "45-54", "55+"]).astype(str)
+        band = pd.cut(
+            self.age, [0, 24, 34, 44, 54, 200], labels=["18-24", "25-34", "35-44", "45-54", "55+"]
+        ).astype(str)
         profiles = pa.table(
             {
                 "user_id": _take(self.user_id, acct),
@@ -425,7 +509,9 @@ class _Chunk:
         return events, truth, profiles, event_offset + m
 
     # journeys -----------------------------------------------------------------------
-    def journeys(self, journey_offset: int) -> tuple[pa.Table, pa.Table, np.ndarray, np.ndarray, int]:
+    def journeys(
+        self, journey_offset: int
+    ) -> tuple[pa.Table, pa.Table, np.ndarray, np.ndarray, int]:
         rng = self.rng
         who = np.flatnonzero(self.has_account & (self.rng.random(self.n) < 0.5))
         k = len(who)
@@ -439,7 +525,9 @@ class _Chunk:
         p_conv = 1 - (1 - JOURNEY_BASE) * np.exp(log_stay)
         lost = np.zeros(len(CHANNELS))
         for c in range(len(CHANNELS)):
-            log_wo = np.bincount(j_of, weights=np.where(ch == c, 0.0, np.log1p(-CHANNEL_EFFECT[ch])), minlength=k)
+            log_wo = np.bincount(
+                j_of, weights=np.where(ch == c, 0.0, np.log1p(-CHANNEL_EFFECT[ch])), minlength=k
+            )
             lost[c] = (p_conv - (1 - (1 - JOURNEY_BASE) * np.exp(log_wo))).sum()
         converted = rng.random(k) < p_conv
         value = np.where(converted, np.round(rng.lognormal(4.8, 0.6, size=k), 2), 0.0)
@@ -448,7 +536,9 @@ class _Chunk:
         back = np.sort(rng.integers(60, 30 * 86400, size=len(j_of)))[::-1]
         order = np.lexsort((-back, j_of))
         t_ts = end_ts[j_of] - back[order]
-        t_ts = np.maximum.accumulate(np.where(np.r_[True, j_of[1:] != j_of[:-1]], t_ts, t_ts))  # monotone per journey
+        t_ts = np.maximum.accumulate(
+            np.where(np.r_[True, j_of[1:] != j_of[:-1]], t_ts, t_ts)
+        )  # monotone per journey
         touches = pa.table(
             {
                 "journey_id": pa.array(jid[j_of]),
@@ -469,7 +559,7 @@ class _Chunk:
         return touches, conv, lost, p_conv, journey_offset + k
 
     # campaigns ----------------------------------------------------------------------
-    def campaigns(self) -> tuple[pa.Table, pa.Table]:
+    def campaigns(self, event_offset: int) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table, int]:
         rng = self.rng
         acct = np.flatnonzero(self.has_account)
         m = len(acct)
@@ -494,10 +584,17 @@ class _Chunk:
             [q == 0, q == 1, q == 2, q == 3],
             [0.02 + 0.08 * u, 0.45 + 0.25 * u, 0.05 * u, 0.20 + 0.20 * u],
         )
-        lift = np.select([q == 0, q == 1, q == 2, q == 3], [0.15 + 0.2 * v, -0.02 + 0.05 * v, 0.02 * v, -(0.10 + 0.10 * v)])
+        lift = np.select(
+            [q == 0, q == 1, q == 2, q == 3],
+            [0.15 + 0.2 * v, -0.02 + 0.05 * v, 0.02 * v, -(0.10 + 0.10 * v)],
+        )
         p1 = np.clip(p0 + lift, 0, 1)
         rows = []
         truths = []
+        redeem_who: list[np.ndarray] = []
+        redeem_ts: list[np.ndarray] = []
+        redeem_amt: list[np.ndarray] = []
+        redeem_cid: list[np.ndarray] = []
         for cid, policy in (("C001", "random"), ("C002", "targeted")):
             if policy == "random":
                 prop = np.full(m, 0.5)
@@ -511,7 +608,13 @@ class _Chunk:
             y1 = (w < p1).astype(np.int8)
             y = np.where(t == 1, y1, y0)
             revenue = np.where(y == 1, np.round(rng.lognormal(4.5, 0.5, size=m), 2), 0.0)
-            ts = self.t0 + rng.integers(int(0.5 * self.span), self.span, size=m)
+            ts = self.t0 + rng.integers(int(0.5 * self.span), self.span - 3 * 86400, size=m)
+            # treated converters redeem their coupon within three days
+            red = np.flatnonzero((t == 1) & (y == 1))
+            redeem_who.append(acct[red])
+            redeem_ts.append(ts[red] + rng.integers(60, 3 * 86400, size=len(red)))
+            redeem_amt.append(revenue[red])
+            redeem_cid.append(np.full(len(red), cid))
             rows.append(
                 pa.table(
                     {
@@ -547,11 +650,39 @@ class _Chunk:
                     }
                 )
             )
-        return pa.concat_tables(rows), pa.concat_tables(truths)
+        who = np.concatenate(redeem_who)
+        k = len(who)
+        eid = event_offset + np.arange(k, dtype=np.int64)
+        r_ts = np.concatenate(redeem_ts)
+        redeem = pa.table(
+            {
+                "event_id": pa.array(eid),
+                "ts": pa.array((r_ts * 1_000_000).astype("datetime64[us]")),
+                "id_type": pa.array(np.full(k, "user_id")),
+                "id_value": _take(self.user_id, who),
+                "event": pa.array(np.full(k, "coupon_redeem")),
+                "channel": pa.array(np.full(k, "app")),
+                "category": pa.array(CATEGORIES[rng.integers(0, len(CATEGORIES), size=k)]),
+                "amount": pa.array(np.concatenate(redeem_amt)),
+                "campaign_id": pa.array(np.concatenate(redeem_cid)),
+            }
+        )
+        redeem_truth = pa.table({"event_id": pa.array(eid), "person_id": pa.array(self.pid[who])})
+        return (
+            pa.concat_tables(rows),
+            pa.concat_tables(truths),
+            redeem,
+            redeem_truth,
+            event_offset + k,
+        )
 
     def people_table(self) -> pa.Table:
         return pa.table(
-            {"person_id": pa.array(self.pid), "user_id": self.user_id, "household_id": pa.array(self.household)}
+            {
+                "person_id": pa.array(self.pid),
+                "user_id": self.user_id,
+                "household_id": pa.array(self.household),
+            }
         )
 
 
@@ -602,7 +733,9 @@ def make_world(
 
     def write(name: str, table: pa.Table) -> None:
         if name not in writers:
-            writers[name] = pq.ParquetWriter(tmp / f"{name}.parquet", table.schema, compression="zstd")
+            writers[name] = pq.ParquetWriter(
+                tmp / f"{name}.parquet", table.schema, compression="zstd"
+            )
         writers[name].write_table(table.cast(writers[name].schema))
 
     try:
@@ -630,7 +763,9 @@ def make_world(
             conv_total += p_conv.sum()
             write("touches", touches)
             write("conversions", conv)
-            log, ctruth = ch.campaigns()
+            log, ctruth, redeem, redeem_truth, ev_off = ch.campaigns(ev_off)
+            write("events", redeem)
+            write("event_truth", redeem_truth)
             write("campaign_log", log)
             write("campaign_truth", ctruth)
         for w in writers.values():
@@ -644,7 +779,9 @@ def make_world(
                 "true_share": lost_total / lost_total.sum(),
             }
         )
-        pq.write_table(pa.Table.from_pandas(channel_truth, preserve_index=False), tmp / "channel_truth.parquet")
+        pq.write_table(
+            pa.Table.from_pandas(channel_truth, preserve_index=False), tmp / "channel_truth.parquet"
+        )
         meta = {
             "version": WORLD_VERSION,
             "n_users": n_users,

@@ -73,18 +73,21 @@ def test_quadrant_shares_and_truth(small_world):
     truth = small_world.campaign_truth
     shares = truth.quadrant.value_counts(normalize=True)
     assert set(shares.index) == {"persuadable", "sure_thing", "lost_cause", "sleeping_dog"}
-    assert shares.min() > 0.05 and shares.max() < 0.6
+    assert shares.min() > 0.05
+    assert shares.max() < 0.6
     by_q = truth.groupby("quadrant").true_uplift.mean()
     assert by_q["persuadable"] > 0.1
     assert by_q["sleeping_dog"] < -0.05
-    assert abs(by_q["sure_thing"]) < 0.05 and abs(by_q["lost_cause"]) < 0.05
+    assert abs(by_q["sure_thing"]) < 0.05
+    assert abs(by_q["lost_cause"]) < 0.05
     assert np.allclose(truth.true_uplift, truth.p1 - truth.p0)
     assert truth[["p0", "p1"]].stack().between(0, 1).all()
 
 
 def test_propensities_valid_and_consistent_with_arms(small_world):
     log = small_world.campaign_log
-    assert log.propensity.gt(0).all() and log.propensity.le(1).all()
+    assert log.propensity.gt(0).all()
+    assert log.propensity.le(1).all()
     assert set(log.treatment.unique()) <= {0, 1}
     rnd = log[log.policy == "random"]
     assert np.allclose(rnd.propensity, 0.5)
@@ -172,3 +175,15 @@ def test_missing_world_is_a_clear_error(tmp_path):
     w = make_world(500, 0, out_dir=tmp_path / "w")
     with pytest.raises(ValidationError, match="unknown world table"):
         w.table("nope")
+
+
+def test_coupon_redemptions_match_treated_converters(small_world):
+    ev = small_world.events
+    red = ev[ev.event == "coupon_redeem"]
+    log = small_world.campaign_log
+    expected = log[(log.treatment == 1) & (log.converted == 1)]
+    assert len(red) == len(expected)
+    assert set(red.campaign_id.unique()) == {"C001", "C002"}
+    assert (red.id_type == "user_id").all()
+    assert ev.event_id.is_unique
+    assert set(ev.event.unique()) == {"view", "cart", "order", "coupon_redeem"}
