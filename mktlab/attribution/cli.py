@@ -21,6 +21,33 @@ def _read_table(path: Path) -> pd.DataFrame:
     raise ValidationError(f"--paths: {path.name}: expected .csv, .tsv or .parquet")
 
 
+def _first(df: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    return next((c for c in names if c in df.columns), None)
+
+
+def _paths_from_file(path: Path, sep: str, lookback_days, *, cut_at_conversion: bool):
+    """An aggregated path table, or (no path column) a one-row-per-touch log."""
+    from mktlab.attribution.paths import Paths
+
+    df = _read_table(path)
+    if _first(df, ("path", "paths", "channel_path")) is not None:
+        return Paths.from_frame(df, sep=sep)
+    ts_col = _first(df, ("ts", "time", "timestamp", "date"))
+    if ts_col is None or "channel" not in df.columns:
+        raise DataError(
+            f"--paths {path.name}: expected a 'path' column (aggregated paths) or touch rows "
+            f"with 'channel' and a time column; got {list(df.columns)}"
+        )
+    return Paths.from_touches(
+        df,
+        ts_col=ts_col,
+        converted_col=_first(df, ("converted", "conversion")) or "converted",
+        value_col=_first(df, ("value", "conversion_value", "revenue")) or "value",
+        lookback_days=lookback_days,
+        cut_at_conversion=cut_at_conversion,
+    )
+
+
 def load_world_paths(
     world_dir: Path | None = None,
     *,
@@ -63,9 +90,14 @@ def attribution() -> None:
     "--paths",
     "paths_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Aggregated path table (path, conversions[, value, nulls]); default: the world's touches.",
+    help="Aggregated path table (path, conversions[, value, nulls]) or a touch log (id, ts, channel, conversion[, value]); default: the world's touches.",
 )
-@click.option("--sep", default=" > ", show_default=True, help="Separator inside the path column.")
+@click.option(
+    "--sep",
+    default=" > ",
+    show_default=True,
+    help="Separator inside the path column ('auto' guesses).",
+)
 @click.option(
     "--method",
     "methods",
@@ -88,8 +120,10 @@ def attribution() -> None:
     help="Method(s) to run; repeat the flag for several.",
 )
 @click.option("--order", default=1, show_default=True, type=int, help="Markov chain order.")
-@click.option("--lookback-days", type=float, default=None, help="World touches: lookback window.")
-@click.option("--no-cut", is_flag=True, help="World touches: keep touches after the conversion.")
+@click.option(
+    "--lookback-days", type=float, default=None, help="Touch logs: lookback window in days."
+)
+@click.option("--no-cut", is_flag=True, help="Touch logs: keep touches after the conversion.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -105,11 +139,10 @@ def attribution() -> None:
 def run(paths_file, sep, methods, order, lookback_days, no_cut, out, log, register) -> None:
     """Attribute conversions to channels and print the channel x method table."""
     from mktlab.attribution.compare import attribute
-    from mktlab.attribution.paths import Paths
 
     truth = None
     if paths_file is not None:
-        paths = Paths.from_frame(_read_table(paths_file), sep=sep)
+        paths = _paths_from_file(paths_file, sep, lookback_days, cut_at_conversion=not no_cut)
     else:
         paths, truth_df = load_world_paths(
             lookback_days=lookback_days, cut_at_conversion=not no_cut

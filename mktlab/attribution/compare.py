@@ -123,7 +123,9 @@ def attribute(
     markov = shapley = None
     for m in chosen:
         if m == "markov":
-            markov = MarkovAttribution(order=markov_order, sep=sep).fit(paths)
+            markov = MarkovAttribution(order=markov_order, sep=" > " if sep == "auto" else sep).fit(
+                paths
+            )
             tab = markov.attribution_
         elif m == "shapley":
             shapley = ShapleyAttribution().fit(paths)

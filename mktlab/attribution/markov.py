@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
-from mktlab.attribution.paths import Paths, as_paths
+from mktlab.attribution.paths import as_paths
 from mktlab.errors import ValidationError
 
 START, CONVERSION, NULL = "start", "conversion", "null"
@@ -145,14 +145,15 @@ class MarkovAttribution:
         share = re / re.sum()
         # -- names and tables
         names = [START]
+        ibase = int(base)
         for uc in ucodes:
             parts = []
             v = int(uc)
             for _ in range(k):
-                d = v % int(base)
-                v //= int(base)
-                if d > 0:
-                    parts.append(paths.channels[d - 1])
+                digit = v % ibase
+                v //= ibase
+                if digit > 0:
+                    parts.append(paths.channels[digit - 1])
             names.append(self.sep.join(reversed(parts)))
         all_names = [*names, CONVERSION, NULL]
         coo = counts.tocoo()

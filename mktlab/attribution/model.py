@@ -70,12 +70,15 @@ class AttributionModel:
         if method == "markov":
             if result.markov is None:
                 raise ValidationError("method: 'markov' was not run; include it in methods")
-            weights = result.markov.removal_effects_.to_dict()
+            weights = {str(c): float(v) for c, v in result.markov.removal_effects_.items()}
         elif method == "shapley":
             weights = dict.fromkeys(result.paths.channels, 1.0)
         else:
             raise ValidationError(f"method: {method!r} is not 'markov' or 'shapley'")
-        summary = {"conversions": result.conversions.to_dict(), "value": result.value.to_dict()}
+        summary: dict[str, Any] = {
+            "conversions": result.conversions.to_dict(),
+            "value": result.value.to_dict(),
+        }
         if result.markov is not None:
             summary["removal_effects"] = result.markov.removal_effects_.to_dict()
             summary["conversion_probability"] = result.markov.conversion_probability_
@@ -128,7 +131,7 @@ class AttributionModel:
         out[jid, ch] = share * paths.conversions[jid]
         return pd.DataFrame(out, columns=list(paths.channels), index=journeys.index)
 
-    def __call__(self, model_input):
+    def __call__(self, model_input: Any) -> Any:
         # MLflow's pyfunc entry point: one argument, the journeys
         return self.credit(model_input)
 

@@ -31,9 +31,24 @@ _SEPARATOR_HINTS = (">", "|", ",", ";", "→", "->", "=>")
 DEFAULT_SEP = " > "
 
 
-def _bad_sample(values: Any, limit: int = 5) -> str:
-    vals = list(pd.unique(pd.Series(values)))[:limit]
-    return ", ".join(repr(v) for v in vals)
+_ID_COLS = ("journey_id", "uid", "user_id", "cookie", "customer_id")
+_PATH_COLS = ("path", "paths", "channel_path")
+_CONV_COLS = ("conversions", "total_conversions", "conversion", "conv")
+_VALUE_COLS = ("value", "total_conversion_value", "conversion_value", "revenue")
+_NULL_COLS = ("nulls", "total_null", "total_nulls", "null", "non_conversions")
+_AUTO_SEPS = (" > ", "->", "→", ">", "|", ",", ";")
+
+
+def _pick(df: pd.DataFrame, candidates: Sequence[str], default: str | None) -> str | None:
+    return next((c for c in candidates if c in df.columns), default)
+
+
+def _guess_sep(raw: pd.Series) -> str:
+    sample = raw.head(10_000).astype(str)
+    counts = {s: int(sample.str.contains(s, regex=False).sum()) for s in _AUTO_SEPS}
+    best = max(_AUTO_SEPS, key=lambda s: counts[s])  # ties keep the earlier candidate
+    # single-channel paths have no separator at all: any choice splits them the same
+    return best if counts[best] > 0 else DEFAULT_SEP
 
 
 def _check_channels(channels: Sequence[str], *, sep: str | None = None) -> None:
@@ -243,10 +258,10 @@ class Paths:
         df: pd.DataFrame,
         *,
         sep: str = DEFAULT_SEP,
-        path_col: str = "path",
-        conversions_col: str = "conversions",
-        value_col: str | None = "value",
-        nulls_col: str | None = "nulls",
+        path_col: str | None = None,
+        conversions_col: str | None = None,
+        value_col: str | None = None,
+        nulls_col: str | None = None,
         channels: Sequence[str] | None = None,
     ) -> Paths:
         """Build from an aggregated path table (``path, conversions, value, nulls``).
@@ -258,9 +273,15 @@ class Paths:
             names joined by ``sep`` (whitespace around names is ignored), or a list.
         sep : str
             The separator inside ``path``, e.g. ``" > "`` (default), ``">"``, ``"|"``.
-        conversions_col, value_col, nulls_col : str
-            Column names; a missing ``value`` column means value = conversions, a missing
-            ``nulls`` column means 0.
+            Whitespace around it does not matter (``" > "`` also splits ``"a>b"``).
+            ``"auto"`` picks the most common of ``" > ", "->", "→", ">", "|", ",", ";"``.
+        path_col, conversions_col, value_col, nulls_col : str, optional
+            Column names. By default the first present of: ``path``/``paths``/
+            ``channel_path``; ``conversions``/``total_conversions``/``conversion``/``conv``;
+            ``value``/``total_conversion_value``/``conversion_value``/``revenue``;
+            ``nulls``/``total_null``/``total_nulls``/``null``/``non_conversions``
+            (ChannelAttribution's column names work as they are). No value column means
+            value = conversions; no nulls column means 0.
         channels : sequence of str, optional
             Fix the channel list (e.g. to include channels never touched).
 
@@ -277,10 +298,16 @@ class Paths:
 
         if not isinstance(sep, str) or sep == "":
             raise ValidationError(f"sep: must be a non-empty string, got {sep!r}")
+        path_col = path_col or _pick(df, _PATH_COLS, "path") or "path"
+        conversions_col = conversions_col or _pick(df, _CONV_COLS, "conversions") or "conversions"
+        value_col = value_col or _pick(df, _VALUE_COLS, None)
+        nulls_col = nulls_col or _pick(df, _NULL_COLS, None)
         require_columns(df, [path_col, conversions_col], table="paths")
         if len(df) == 0:
             raise DataError("paths: no rows (empty input)")
         raw = df[path_col]
+        if sep == "auto":
+            sep = _guess_sep(raw)
         if raw.isna().any():
             idx = np.flatnonzero(raw.isna().to_numpy())[:5]
             raise DataError(f"{path_col}: missing path at row(s) {idx.tolist()}")
@@ -289,8 +316,9 @@ class Paths:
             lists = pa.array([list(map(str, p)) for p in raw], type=pa.list_(pa.string()))
         else:
             arr = pa.array(raw.astype(str).to_numpy(dtype=object), type=pa.string())
-            # split in Arrow: one vectorised pass, no Python loop over rows
-            lists = pc.split_pattern(arr, pattern=sep)
+            # split in Arrow: one vectorised pass, no Python loop over rows; names are
+            # trimmed afterwards, so the separator's own padding is optional
+            lists = pc.split_pattern(arr, pattern=sep.strip() or sep)
         offsets = np.asarray(lists.offsets, dtype=np.int64)
         offsets = offsets - offsets[0]
         tokens = pc.utf8_trim_whitespace(lists.flatten())
@@ -365,7 +393,13 @@ class Paths:
         conversions : DataFrame, optional
             ``id_col, ts`` plus optionally ``converted`` (bool; rows with False are not
             conversions) and ``value`` (default 1). Several conversions of one journey are
-            summed and the earliest timestamp is the cut point. ``None``: nothing converts.
+            summed and the earliest timestamp is the cut point. ``None``: conversions are
+            the touch rows flagged in ``touches[converted_col]`` if that column exists
+            (one-table logs such as ``cookie, time, channel, conversion,
+            conversion_value``), else nothing converts.
+        id_col, ts_col, channel_col, converted_col, value_col : str
+            Column names (``id_col`` default: the first of ``journey_id``, ``uid``,
+            ``user_id``, ``cookie``, ``customer_id`` present).
         lookback_days : float, optional
             Keep only touches at most this many days before the conversion (for journeys
             that did not convert: before their last touch).
@@ -374,23 +408,26 @@ class Paths:
 
         Notes
         -----
+        Touch ages (for time decay and the window) are measured back from the conversion;
+        with ``cut_at_conversion=False`` from the later of the conversion and the last touch.
         A converting journey with no touch left after the window and the cut cannot be
         credited to any channel; its conversions are counted in
         ``Paths.unattributed_conversions`` instead of disappearing silently.
         Every journey is one path with weight (conversions, value, nulls = 1 - converted).
         """
         if id_col is None:
-            id_col = next(
-                (c for c in ("journey_id", "uid", "user_id") if c in touches.columns), None
-            )
+            id_col = next((c for c in _ID_COLS if c in touches.columns), None)
             if id_col is None:
                 raise DataError(
-                    "touches: no id column; expected one of 'journey_id', 'uid', 'user_id' "
-                    "(or pass id_col=)"
+                    f"touches: no id column; expected one of {_ID_COLS} (or pass id_col=)"
                 )
         require_columns(touches, [id_col, ts_col, channel_col], table="touches")
         if len(touches) == 0:
             raise DataError("touches: no rows (empty input)")
+        if conversions is None and converted_col in touches.columns:
+            flagged = touches[converted_col].fillna(False).astype(bool).to_numpy()
+            cols = [id_col, ts_col] + ([value_col] if value_col in touches.columns else [])
+            conversions = touches.loc[flagged, cols]
         if lookback_days is not None and not (lookback_days > 0):
             raise ValidationError(f"lookback_days: must be > 0, got {lookback_days!r}")
         t = pd.DataFrame(
@@ -403,7 +440,7 @@ class Paths:
         if pd.isna(t["ch"]).any() or pd.isna(t["jid"]).any() or pd.isna(t["ts"]).any():
             bad = t[t.isna().any(axis=1)].head(3)
             raise DataError(f"touches: missing id/ts/channel in row(s):\n{bad}")
-        jcode, jnames = pd.factorize(t["jid"], sort=False)
+        jcode, jnames = pd.factorize(t["jid"], sort=True)
         ncodes = len(jnames)
         conv = np.zeros(ncodes)
         val = np.zeros(ncodes)
@@ -454,7 +491,7 @@ class Paths:
         if channels is not None:
             full = list(dict.fromkeys([*map(str, channels), *names]))
             remap = np.array([full.index(c) for c in names], dtype=np.int32)
-            ch_codes = remap[ch_codes] if len(ch_codes) else ch_codes
+            ch_codes = remap[ch_codes].astype(np.int64) if len(ch_codes) else ch_codes
             names = full
         _check_channels(names)
         counts = np.bincount(kept_j, minlength=ncodes)

@@ -198,7 +198,7 @@ class ShapleyAttribution:
                 columns=pd.Index(np.arange(1, n_rank + 1), name="rank"),
             )
         else:
-            self.ordered_ = None
+            self.ordered_ = None  # type: ignore[assignment]
         return conv, val, coal
 
 
@@ -238,7 +238,7 @@ def coalition_value(paths: Any, **kwargs: Any) -> Callable[[np.ndarray], np.ndar
 
 
 def sampled_shapley(
-    value_fn: Callable[[np.ndarray], Any],
+    value_fn: Callable[..., Any],
     players: Sequence[str] | int,
     *,
     n_permutations: int = 200,
@@ -326,3 +326,92 @@ def sampled_shapley(
         else np.full(n, np.nan)
     )
     return pd.DataFrame({"shapley": est, "std_error": se}, index=pd.Index(names, name="channel"))
+
+
+def exact_shapley(
+    value_fn: Callable[[np.ndarray], Any], players: Sequence[str] | int, *, max_players: int = 20
+) -> pd.Series:
+    """Exact Shapley values of any (vectorised) game by enumerating all ``2^n`` coalitions.
+
+    ``φ_i = Σ_{S ∌ i} |S|! (n − |S| − 1)! / n! · (v(S ∪ {i}) − v(S))``. Cost grows as
+    ``n · 2^n``, hence ``max_players``; use :func:`sampled_shapley` beyond it.
+    """
+    from math import factorial
+
+    names = (
+        [str(i) for i in range(players)] if isinstance(players, int) else list(map(str, players))
+    )
+    n = len(names)
+    if n == 0:
+        raise ValidationError("players: need at least one player")
+    if n > max_players:
+        raise ValidationError(
+            f"players: {n} players means 2^{n} coalitions; exact enumeration stops at "
+            f"{max_players} (use sampled_shapley)"
+        )
+    ids = np.arange(2**n, dtype=np.int64)
+    masks = ((ids[:, None] >> np.arange(n)) & 1).astype(bool)
+    v = np.asarray(value_fn(masks), dtype=np.float64).ravel()
+    if v.shape != (2**n,) or not np.isfinite(v).all():
+        raise ValidationError("value_fn: must return one finite value per coalition")
+    size = masks.sum(axis=1)
+    weight = np.array([factorial(s) * factorial(n - s - 1) / factorial(n) for s in range(n)])
+    phi = np.zeros(n)
+    for i in range(n):
+        without = ~masks[:, i]
+        s_ids = ids[without]
+        phi[i] = (weight[size[without]] * (v[s_ids | (1 << i)] - v[s_ids])).sum()
+    return pd.Series(phi, index=pd.Index(names, name="channel"), name="shapley")
+
+
+def channel_indicators(paths: Any, **kwargs: Any) -> np.ndarray:
+    """Journeys × channels 0/1 matrix: which channels each journey touched."""
+    paths = as_paths(paths, **kwargs)
+    k = paths.n_channels
+    key = np.unique(paths.path_index * k + paths.touches)
+    X = np.zeros((paths.n_paths, k))
+    X[key // k, key % k] = 1.0
+    return X
+
+
+def model_coalition_value(
+    paths: Any, *, C: float = 10.0, random_state: int | None = 0, **kwargs: Any
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A model-based game for :func:`sampled_shapley`: expected conversions per coalition.
+
+    Fits a logistic regression of "converted" on the channels each journey touched, then
+    values a coalition ``S`` as the expected conversions if every journey kept only its
+    channels in ``S``: ``v(S) = Σ_j P̂(convert | x_j ∧ S)``. Its Shapley values estimate
+    *incremental* conversions per channel. Journeys are grouped by channel set, so one
+    evaluation costs (distinct sets × coalitions), not journeys.
+
+    The returned function has ``.channels`` and ``.model`` attributes.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    paths = as_paths(paths, **kwargs)
+    X = channel_indicators(paths)
+    # each path stands for conversions + nulls journeys: weight the two outcomes
+    conv, nulls = paths.conversions, paths.nulls
+    Xw = np.concatenate([X[conv > 0], X[nulls > 0]])
+    yw = np.concatenate([np.ones(int((conv > 0).sum())), np.zeros(int((nulls > 0).sum()))])
+    sw = np.concatenate([conv[conv > 0], nulls[nulls > 0]])
+    if len(np.unique(yw)) < 2:
+        raise ValidationError(
+            "model_coalition_value: needs both converting and non-converting journeys"
+        )
+    clf = LogisticRegression(C=C, max_iter=1000, random_state=random_state).fit(
+        Xw, yw, sample_weight=sw
+    )
+    sets, inv = np.unique(X, axis=0, return_inverse=True)
+    weight = np.bincount(inv.ravel(), weights=conv + nulls, minlength=len(sets))
+    w, b = clf.coef_[0], float(clf.intercept_[0])
+
+    def value(masks: np.ndarray) -> np.ndarray:
+        masks = np.atleast_2d(np.asarray(masks, dtype=np.float64))
+        logits = b + (sets * w) @ masks.T
+        return weight @ (1.0 / (1.0 + np.exp(-logits)))
+
+    value.channels = list(paths.channels)  # type: ignore[attr-defined]
+    value.model = clf  # type: ignore[attr-defined]
+    return value

@@ -533,12 +533,9 @@ class _Chunk:
         value = np.where(converted, np.round(rng.lognormal(4.8, 0.6, size=k), 2), 0.0)
         end_ts = self.t0 + rng.integers(int(0.4 * self.span), self.span, size=k)
         # touches precede the journey's end, in time order
-        back = np.sort(rng.integers(60, 30 * 86400, size=len(j_of)))[::-1]
-        order = np.lexsort((-back, j_of))
+        back = rng.integers(60, 30 * 86400, size=len(j_of))
+        order = np.lexsort((-back, j_of))  # j_of is sorted: earliest touch first per journey
         t_ts = end_ts[j_of] - back[order]
-        t_ts = np.maximum.accumulate(
-            np.where(np.r_[True, j_of[1:] != j_of[:-1]], t_ts, t_ts)
-        )  # monotone per journey
         touches = pa.table(
             {
                 "journey_id": pa.array(jid[j_of]),

@@ -187,3 +187,13 @@ def test_coupon_redemptions_match_treated_converters(small_world):
     assert (red.id_type == "user_id").all()
     assert ev.event_id.is_unique
     assert set(ev.event.unique()) == {"view", "cart", "order", "coupon_redeem"}
+
+
+def test_touches_precede_their_conversion(small_world):
+    t = small_world.touches
+    c = small_world.conversions.set_index("journey_id")
+    assert t.groupby("journey_id").ts.apply(lambda s: s.is_monotonic_increasing).all()
+    last = t.groupby("journey_id").ts.max()
+    assert (last <= c.loc[last.index, "ts"]).all()
+    first = t.groupby("journey_id").ts.min()
+    assert ((c.loc[first.index, "ts"] - first) <= pd.Timedelta(days=30)).all()
