@@ -80,6 +80,45 @@ def _plain_uf(u, v, n_nodes):  # pragma: no cover - compiled
     return parent
 
 
+@numba.njit(cache=True, nogil=True)
+def _conflicts(comp, n_comp, node_type, limits, u):  # pragma: no cover - compiled
+    """Components holding more values of a type than its limit; their nodes and edges.
+
+    One pass over nodes counts values per (component, type); one pass over edges keeps
+    those inside a conflicting component (both ends share it, so one end decides).
+    """
+    n_types = limits.shape[0]
+    counts = np.zeros(n_comp * n_types, dtype=np.int32)
+    bad = np.zeros(n_comp, dtype=np.bool_)
+    for i in range(comp.shape[0]):
+        t = node_type[i]
+        k = comp[i] * n_types + t
+        counts[k] += 1
+        if counts[k] > limits[t]:
+            bad[comp[i]] = True
+    n_sub = 0
+    for i in range(comp.shape[0]):
+        if bad[comp[i]]:
+            n_sub += 1
+    nodes = np.empty(n_sub, dtype=np.int64)
+    j = 0
+    for i in range(comp.shape[0]):
+        if bad[comp[i]]:
+            nodes[j] = i
+            j += 1
+    m = 0
+    for e in range(u.shape[0]):
+        if bad[comp[u[e]]]:
+            m += 1
+    edges = np.empty(m, dtype=np.int64)
+    j = 0
+    for e in range(u.shape[0]):
+        if bad[comp[u[e]]]:
+            edges[j] = e
+            j += 1
+    return bad, nodes, edges
+
+
 def plain_components(u: np.ndarray, v: np.ndarray, n_nodes: int) -> tuple[int, np.ndarray]:
     """Connected components of an undirected graph given as edge arrays (scipy)."""
     if n_nodes == 0:
@@ -92,15 +131,19 @@ def plain_components(u: np.ndarray, v: np.ndarray, n_nodes: int) -> tuple[int, n
 
 def warm_up() -> None:
     """Compile the numba kernels (cached on disk after the first process)."""
+    from mktlab.identity import _kernels
+
+    _kernels.warm_up()
     z = np.zeros(1, dtype=np.int64)
     _replay(z, z, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), 1)
+    _conflicts(z, 1, z, np.ones(1, dtype=np.int64), z)
     _plain_uf(z, z, 1)
 
 
 def resolve_components(
     u: np.ndarray,
     v: np.ndarray,
-    order: np.ndarray | None,
+    sort_keys: list[np.ndarray] | None,
     node_type: np.ndarray,
     limits: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,9 +153,10 @@ def resolve_components(
     ----------
     u, v : ndarray of int
         Edge endpoints (node codes ``0..n_nodes-1``); self-loops are ignored.
-    order : ndarray of int or None
-        Edge indices in the order the rule replays them (strongest first). Only edges of
-        conflicting components are taken from it; ``None`` means the given order.
+    sort_keys : list of ndarray or None
+        ``np.lexsort`` keys over all edges (last key primary) giving the order the rule
+        replays them in, strongest first. Only edges of conflicting components are
+        sorted; ``None`` keeps the given order.
     node_type : ndarray of int
         Type index of every node (its length is the number of nodes).
     limits : ndarray of int
@@ -121,7 +165,7 @@ def resolve_components(
     Returns
     -------
     labels : ndarray of int64
-        A person label per node (equal labels = same person; labels are node codes).
+        A person label per node (equal labels = same person), in ``0 .. 2 * n_nodes``.
     reason : ndarray of int16
         Per edge: -1 if applied (or redundant), else the type index whose limit the edge
         would have broken.
@@ -132,31 +176,19 @@ def resolve_components(
     node_type = np.asarray(node_type, dtype=np.int64)
     limits = np.asarray(limits, dtype=np.int64)
     reason = np.full(len(u), ACCEPTED, dtype=np.int16)
-    n_comp, comp = plain_components(u, v, n_nodes)
-    n_types = len(limits)
-    # values per (component, type); a component is clean when no count exceeds its limit
-    per = np.bincount(comp.astype(np.int64) * n_types + node_type, minlength=n_comp * n_types)
-    bad_comp = (per.reshape(n_comp, n_types) > limits[None, :]).any(axis=1)
-    labels = comp.astype(np.int64)
-    # label clean components by their smallest node so labels are node codes throughout
-    first = np.full(n_comp, n_nodes, dtype=np.int64)
-    np.minimum.at(first, comp, np.arange(n_nodes, dtype=np.int64))
-    labels = first[comp]
-    if not bad_comp.any():
+    n_comp, comp32 = plain_components(u, v, n_nodes)
+    # clean components keep their component number; replayed sets get n_comp + root node
+    labels = comp32.astype(np.int64)
+    _, sub_nodes, sub_edges = _conflicts(labels, n_comp, node_type, limits, u)
+    if len(sub_edges) == 0:
         return labels, reason
-    in_bad = bad_comp[comp]
-    sub_nodes = np.flatnonzero(in_bad)
     local = np.full(n_nodes, -1, dtype=np.int64)
     local[sub_nodes] = np.arange(len(sub_nodes))
-    edge_bad = in_bad[u]  # both ends share a component, so one end decides
-    if order is None:
-        sub_edges = np.flatnonzero(edge_bad)
-    else:
-        order = np.asarray(order, dtype=np.int64)
-        sub_edges = order[edge_bad[order]]
+    if sort_keys:
+        sub_edges = sub_edges[np.lexsort([np.asarray(k)[sub_edges] for k in sort_keys])]
     roots, sub_reason = _replay(
         local[u[sub_edges]], local[v[sub_edges]], node_type[sub_nodes], limits, len(sub_nodes)
     )
-    labels[sub_nodes] = sub_nodes[roots]
+    labels[sub_nodes] = n_comp + sub_nodes[roots]
     reason[sub_edges] = sub_reason
     return labels, reason

@@ -52,7 +52,9 @@ class IdTypeRule:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(f"IdTypeRule.name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.priority, int) or isinstance(self.priority, bool):
-            raise ConfigError(f"IdTypeRule({self.name}).priority must be an int, got {self.priority!r}")
+            raise ConfigError(
+                f"IdTypeRule({self.name}).priority must be an int, got {self.priority!r}"
+            )
         if (
             not isinstance(self.max_per_person, int)
             or isinstance(self.max_per_person, bool)
@@ -150,7 +152,9 @@ class IdentityRules:
             try:
                 re.compile(rx)
             except re.error as exc:
-                raise ConfigError(f"IdentityRules.block_regex: {rx!r} is not a valid regex: {exc}") from exc
+                raise ConfigError(
+                    f"IdentityRules.block_regex: {rx!r} is not a valid regex: {exc}"
+                ) from exc
 
     # ------------------------------------------------------------------ views
     @property
@@ -169,6 +173,14 @@ class IdentityRules:
             if t.name == name:
                 return t
         raise ConfigError(f"IdentityRules: unknown id_type {name!r}; known: {self.names}")
+
+    def canonical(self, name: object) -> str | None:
+        """The declared type name matching ``name`` (exact, else trimmed and case-blind)."""
+        text = str(name)
+        if text in self.names:
+            return text
+        folded = {n.strip().lower(): n for n in self.names}
+        return folded.get(text.strip().lower())
 
     def hub_limit(self, name: str) -> int | None:
         """Hub threshold that applies to identifiers of type ``name``."""
