@@ -32,6 +32,27 @@ def _world(ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _identity(ctx: dict[str, Any]) -> dict[str, Any]:
+    from mktlab.identity import assign_records, pairwise_scores, resolve
+
+    w = ctx["world"]
+    imap = resolve(w.identities)
+    path = imap.save()
+    click.echo(str(imap.report))
+    rec = assign_records(w.identities, imap).merge(w.identity_truth, on="record_id")
+    scores = pairwise_scores(rec["uid"], rec["person_id"])
+    click.echo(
+        f"pairwise vs truth: precision {scores['precision']:.4f}, recall {scores['recall']:.4f}, F1 {scores['f1']:.4f}; saved to {path}"
+    )
+    ctx["imap"] = imap
+    return {
+        "identity_f1": scores["f1"],
+        "identity_people": int(imap.mapping["uid"].nunique()),
+        "identity_precision": scores["precision"],
+        "identity_recall": scores["recall"],
+    }
+
+
 def _hillstrom(ctx: dict[str, Any]) -> dict[str, Any]:
     from mktlab.datasets import copy_to_raw, load_hillstrom
 
@@ -87,6 +108,7 @@ HEADLINE = 4  # figures per stage in the printed summary; MLflow gets them all
 
 STAGES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("synthetic world", _world),
+    ("identity", _identity),
     ("hillstrom", _hillstrom),
     ("a/b analysis", _experiments),
     ("attribution", _attribution),
