@@ -1,0 +1,885 @@
+"""The coupon issuer: atomic decisions in Redis, recorded in a durable ledger.
+
+See ``coupon.lua`` for the per-shard state and the README section "Coupon issuer" for the
+protocol. In short: one EVALSHA per shard decides a batch of requests atomically (claim,
+stock, budget, window, pause, outbox entry); a user whose home shard is empty opens a
+fallback attempt that holds their claim, asks the other shards one by one in a fixed
+order (each donor decides once per attempt), and closes the attempt on the home shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+import time
+import uuid
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis
+
+from mktlab.coupons.campaign import Campaign, check_request_id, check_user_id
+from mktlab.coupons.connection import get_redis, is_cluster
+from mktlab.coupons.ledger import Ledger
+from mktlab.errors import ServiceUnavailableError, ValidationError
+
+SCRIPT = resources.files("mktlab.coupons").joinpath("coupon.lua").read_text()
+
+#: reasons a request can be denied
+REASONS = (
+    "out_of_stock",  # every shard's stock is spent
+    "budget_exhausted",  # the cost budget is spent
+    "duplicate",  # the user already holds per_user_limit coupons
+    "paused",  # the campaign is paused (transient)
+    "expired",  # now >= end
+    "not_started",  # now < start (transient)
+    "ledger_backlog",  # too many issued coupons wait for the ledger (transient)
+    "not_ready",  # Redis has no state for the campaign: run reconcile (transient)
+    "ineligible",  # the campaign's eligibility hook said no
+    "request_conflict",  # the request_id was already used for another user
+)
+TRANSIENT = frozenset({"paused", "not_started", "ledger_backlog", "not_ready"})
+_OPEN_STOP = 9.0e15  # "no end" as a number Lua can compare
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    """The answer to one issuance request.
+
+    ``status`` is ``"issued"`` or ``"denied"``; ``reason`` is one of :data:`REASONS` when
+    denied; ``coupon_code`` and ``seq`` (the user's n-th coupon of the campaign) when issued.
+    """
+
+    campaign_id: str
+    user_id: str
+    request_id: str
+    status: str
+    reason: str | None = None
+    coupon_code: str | None = None
+    seq: int | None = None
+    shard: int | None = None
+
+    @property
+    def issued(self) -> bool:
+        return self.status == "issued"
+
+    @property
+    def transient(self) -> bool:
+        """True when a retry with the same ``request_id`` may succeed later."""
+        return self.reason in TRANSIENT
+
+
+@dataclass
+class _Lease:
+    shard: int
+    epoch: str
+    remaining: int
+    lease_id: str
+
+
+@dataclass
+class _Info:
+    campaign: Campaign
+    salt: str
+    epoch: int
+    empty: dict[int, float] = field(default_factory=dict)  # shard -> time seen empty
+
+
+def _joined(reqs: Sequence[tuple[str, str]], idx: Sequence[int]) -> list[str]:
+    # batches travel as two newline-joined arguments (ids cannot contain newlines)
+    return ["\n".join(reqs[i][0] for i in idx), "\n".join(reqs[i][1] for i in idx)]
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    return ["\n".join(str(x) for x in col) for col in zip(*rows)]
+
+
+def home_shard(user_id: str, shards: int) -> int:
+    """The shard holding ``user_id``'s claims: ``crc32(user_id) % shards``."""
+    return zlib.crc32(user_id.encode()) % shards
+
+
+class CouponIssuer:
+    """Issue coupons from Redis and record them in the ledger.
+
+    Parameters
+    ----------
+    redis : redis client or str, optional
+        A redis-py client (``Redis`` or ``RedisCluster``) or a URL; default
+        :func:`mktlab.coupons.connection.get_redis` (``MKTLAB_REDIS_URL`` or embedded).
+    ledger : Ledger or str, optional
+        The durable ledger or its SQLAlchemy URL; default ``Ledger()``.
+    namespace : str
+        Prefix of every Redis key (tests use a unique one per test).
+    durability : {"ledger", "outbox"}
+        ``"ledger"`` (default): a call returns only after its issued coupons are committed
+        to the ledger. ``"outbox"``: it returns once Redis has decided; the outbox stream
+        is drained by :meth:`drain` or the background worker (:meth:`start_worker`).
+    request_ttl : float
+        Seconds a ``request_id``'s answer is remembered (at least; up to twice that).
+    batch_size : int
+        Requests per EVALSHA in :meth:`issue_many`.
+    ledger_check_interval : float
+        Seconds between ledger health checks while healthy.
+    """
+
+    def __init__(
+        self,
+        redis: Any = None,
+        ledger: Ledger | str | None = None,
+        *,
+        namespace: str = "mktlab:cp",
+        durability: str = "ledger",
+        request_ttl: float = 3600.0,
+        batch_size: int = 256,
+        ledger_check_interval: float = 1.0,
+        empty_hint_ttl: float = 1.0,
+    ):
+        if durability not in ("ledger", "outbox"):
+            raise ValidationError(f"durability={durability!r}: expected 'ledger' or 'outbox'")
+        if batch_size < 1:
+            raise ValidationError(f"batch_size={batch_size}: must be >= 1")
+        self.redis = get_redis(redis) if redis is None or isinstance(redis, str) else redis
+        self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+        self.namespace = namespace
+        self.durability = durability
+        self.request_ttl = float(request_ttl)
+        self.batch_size = int(batch_size)
+        self.ledger_check_interval = float(ledger_check_interval)
+        self.empty_hint_ttl = float(empty_hint_ttl)
+        self._cluster = is_cluster(self.redis)
+        self._sha = self.redis.script_load(SCRIPT) if self._ping() else None
+        self._infos: dict[str, _Info] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._lease_lock = threading.Lock()
+        self._ledger_ok_at = 0.0
+        self._ledger_down = False
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ plumbing
+    def _ping(self) -> bool:
+        try:
+            self.redis.ping()
+            return True
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    def _tag(self, cid: str, k: int) -> str:
+        return f"{self.namespace}:{{{cid}#{k}}}"
+
+    def _keys(self, cid: str, k: int) -> dict[str, str]:
+        t = self._tag(cid, k)
+        return {n: f"{t}:{n}" for n in ("meta", "claims", "outbox", "pend", "takes")}
+
+    def _req_keys(self, cid: str, k: int) -> list[str]:
+        # answers live in hashes per time bucket, so old request ids expire as a whole
+        b = int(time.time() // self.request_ttl)
+        t = self._tag(cid, k)
+        return [f"{t}:reqs:{b}", f"{t}:reqs:{b - 1}"]
+
+    def _run(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA every ``(keys, args)`` in one pipeline; return the replies in order."""
+        if not calls:
+            return []
+        try:
+            if self._sha is None:
+                self._sha = self.redis.script_load(SCRIPT)
+            for attempt in range(2):
+                if self._cluster:
+                    # redis-py refuses EVALSHA in cluster pipelines; each call is routed
+                    # to the node owning its (single) slot instead
+                    replies = []
+                    for keys, args in calls:
+                        try:
+                            replies.append(self.redis.evalsha(self._sha, len(keys), *keys, *args))
+                        except redis.exceptions.ResponseError as exc:
+                            replies.append(exc)
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for keys, args in calls:
+                        pipe.evalsha(self._sha, len(keys), *keys, *args)
+                    replies = pipe.execute(raise_on_error=False)
+                if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                    break
+                if attempt == 1:
+                    raise ServiceUnavailableError("Redis keeps forgetting the issuer script")
+                # the server restarted or failed over: load the script and run the calls
+                # it refused (NOSCRIPT means the call had no effect)
+                self._sha = self.redis.script_load(SCRIPT)
+                redo = [
+                    i
+                    for i, r in enumerate(replies)
+                    if isinstance(r, redis.exceptions.NoScriptError)
+                ]
+                again = self._run([calls[i] for i in redo])
+                for i, r in zip(redo, again):
+                    replies[i] = r
+                break
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise ServiceUnavailableError(
+                f"Redis is unreachable: {exc}. Retrying with the same request_ids is safe."
+            ) from exc
+        for r in replies:
+            if isinstance(r, Exception):
+                if isinstance(r, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+                    raise ServiceUnavailableError(f"Redis is unreachable: {r}") from r
+                raise r
+        return replies
+
+    def _info(self, cid: str) -> _Info:
+        info = self._infos.get(cid)
+        if info is None:
+            got = self.ledger.get_campaign(cid)
+            info = _Info(got["campaign"], got["salt"], got["epoch"])
+            self._infos[cid] = info
+        return info
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        """The stored definition of a campaign (:class:`NotFoundError` if unknown)."""
+        return self._info(campaign_id).campaign
+
+    def _check_ledger(self) -> None:
+        now = time.monotonic()
+        if not self._ledger_down and now - self._ledger_ok_at < self.ledger_check_interval:
+            return
+        if self.ledger.ping():
+            self._ledger_down = False
+            self._ledger_ok_at = now
+            return
+        self._ledger_down = True
+        raise ServiceUnavailableError(
+            f"ledger {self.ledger!r} is unreachable: issuance refused so that no coupon is "
+            "issued without a durable record"
+        )
+
+    # ------------------------------------------------------------------ campaigns
+    def create_campaign(self, campaign: Campaign) -> Campaign:
+        """Register ``campaign`` in the ledger and load its shards into Redis.
+
+        Idempotent for an identical definition; a different definition under the same id
+        raises :class:`ValidationError`. Redis is checked first, and a failure while
+        loading it removes the new ledger row again, so nothing is left half-created.
+        """
+        if not isinstance(campaign, Campaign):
+            raise ValidationError(f"campaign: expected a Campaign, got {type(campaign).__name__}")
+        self._ping()
+        salt = secrets.token_hex(8)
+        created = self.ledger.add_campaign(campaign, salt)
+        self._infos.pop(campaign.campaign_id, None)
+        info = self._info(campaign.campaign_id)
+        if campaign.eligibility is not None:
+            info.campaign.eligibility = campaign.eligibility
+        try:
+            if created:
+                for k in range(campaign.shards):
+                    self._load_shard(info, k, paused=False)
+            elif not self._meta_present(campaign.campaign_id, campaign.shards):
+                self.reconcile(campaign.campaign_id)
+        except ServiceUnavailableError:
+            if created:
+                self.ledger.delete_campaign(campaign.campaign_id)
+                self._infos.pop(campaign.campaign_id, None)
+            raise
+        return info.campaign
+
+    def _meta_present(self, cid: str, shards: int) -> bool:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for k in range(shards):
+                pipe.hexists(self._keys(cid, k)["meta"], "stock")
+            return all(pipe.execute())
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    def _load_shard(
+        self,
+        info: _Info,
+        k: int,
+        *,
+        paused: bool,
+        spent: int = 0,
+        issued: int = 0,
+        claims: dict[str, int] | None = None,
+    ) -> None:
+        """(Re)write shard ``k``: state from the definition minus ``spent`` coupons."""
+        c = info.campaign
+        keys = self._keys(c.campaign_id, k)
+        stock = c.shard_stock()[k] - spent
+        budget = c.shard_budget()[k] - spent * c.cost_cents
+        meta = {
+            "stock": stock,
+            "budget": budget,
+            "cost": c.cost_cents,
+            "start": c.start if c.start is not None else 0,
+            "stop": c.end if c.end is not None else _OPEN_STOP,
+            "limit": c.per_user_limit,
+            "paused": 1 if paused else 0,
+            "epoch": info.epoch,
+            "max_backlog": c.max_backlog,
+            "salt": info.salt,
+            "issued": issued,
+            "leased": 0,
+            "lissued": 0,
+            "shard": k,
+            "shards": c.shards,
+        }
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            # paused while claims are rewritten; the final HSET below sets the wanted state
+            pipe.hset(keys["meta"], "paused", 1)
+            for name in ("claims", "pend", "takes"):  # one key per DEL: cluster pipelines
+                pipe.delete(keys[name])
+            items = list((claims or {}).items())
+            for i in range(0, len(items), 5000):
+                pipe.hset(keys["claims"], mapping=dict(items[i : i + 5000]))
+            pipe.hset(keys["meta"], mapping=meta)
+            pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    def _set_paused(self, cid: str, paused: bool) -> None:
+        info = self._info(cid)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for k in range(info.campaign.shards):
+                pipe.hset(self._keys(cid, k)["meta"], "paused", 1 if paused else 0)
+            pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    def pause(self, campaign_id: str) -> None:
+        """Stop issuance of a campaign (every shard) until :meth:`resume`."""
+        self._info(campaign_id)
+        self.ledger.update_campaign(campaign_id, paused=True)
+        self._set_paused(campaign_id, True)
+
+    def resume(self, campaign_id: str) -> None:
+        """Resume a paused campaign."""
+        self._info(campaign_id)
+        self.ledger.update_campaign(campaign_id, paused=False)
+        self._set_paused(campaign_id, False)
+
+    # ------------------------------------------------------------------ issuance
+    def issue(
+        self, campaign_id: str, user_id: str, request_id: str, now: float | None = None
+    ) -> IssueResult:
+        """Decide one request; see :meth:`issue_many`."""
+        return self.issue_many(campaign_id, [(user_id, request_id)], now=now)[0]
+
+    def issue_many(
+        self,
+        campaign_id: str,
+        requests: Iterable[tuple[str, str]],
+        now: float | None = None,
+    ) -> list[IssueResult]:
+        """Decide a batch of ``(user_id, request_id)`` requests, pipelined.
+
+        Every decision is atomic in Redis; a ``request_id`` seen before returns its first
+        answer. With ``durability="ledger"`` the issued coupons are committed to the
+        ledger before this returns.
+
+        Parameters
+        ----------
+        campaign_id : str
+        requests : iterable of (user_id, request_id)
+        now : float, optional
+            Epoch seconds used for the validity window (default: the clock).
+
+        Returns
+        -------
+        list of IssueResult, in the order of ``requests``.
+
+        Raises
+        ------
+        NotFoundError
+            Unknown campaign.
+        ValidationError
+            A malformed user or request id (nothing is sent to Redis).
+        ServiceUnavailableError
+            Redis or the ledger is unreachable. Retrying with the same request ids is safe.
+        """
+        info = self._info(campaign_id)
+        reqs = list(requests)
+        bad = []
+        for i, item in enumerate(reqs):
+            try:
+                user, rid = item
+                check_user_id(user)
+                check_request_id(rid)
+            except (ValidationError, TypeError, ValueError) as exc:
+                bad.append((i, exc))
+        if bad:
+            i, exc = bad[0]
+            raise ValidationError(
+                f"requests[{i}]: {exc} ({len(bad)} malformed request(s) of {len(reqs)})"
+            )
+        if self.durability == "ledger":
+            self._check_ledger()
+        now = time.time() if now is None else float(now)
+        c = info.campaign
+        out: list[IssueResult | None] = [None] * len(reqs)
+        todo = []
+        for i, (user, rid) in enumerate(reqs):
+            if c.eligibility is not None and not c.eligibility(user):
+                out[i] = IssueResult(campaign_id, user, rid, "denied", "ineligible")
+            else:
+                todo.append(i)
+        rows: list[dict[str, Any]] = []
+        xdel: dict[int, list[str]] = defaultdict(list)
+        if c.prededuct_chunk > 0:
+            todo = self._issue_leased(info, reqs, todo, now, out, rows, xdel)
+        if todo:
+            self._issue_plain(info, reqs, todo, now, out, rows, xdel)
+        if self.durability == "ledger" and rows:
+            self._commit(campaign_id, rows, xdel)
+        return out  # type: ignore[return-value]
+
+    def _parse(
+        self, info: _Info, user: str, rid: str, reply: str, home: int, now: float, rows, xdel
+    ):
+        """Turn one script answer into an IssueResult (or a fallback marker)."""
+        cid = info.campaign.campaign_id
+        parts = reply.split("|")
+        if parts[0] == "I":
+            seq, code, src = int(parts[1]), parts[2], int(parts[3])
+            rows.append(
+                {
+                    "user_id": user,
+                    "seq": seq,
+                    "coupon_code": code,
+                    "shard": src,
+                    "home_shard": home,
+                    "request_id": rid,
+                    "lease_id": None,
+                    "issued_at": now,
+                }
+            )
+            if len(parts) > 4 and parts[4]:  # the entry sits in the deciding shard's outbox
+                xdel[home].append(parts[4])
+            return IssueResult(cid, user, rid, "issued", None, code, seq, src)
+        if parts[0] == "F":
+            return ("F", int(parts[1]), parts[2])
+        return IssueResult(cid, user, rid, "denied", parts[1])
+
+    def _fallback_allowed(self, info: _Info, home: int) -> bool:
+        n = info.campaign.shards
+        if n == 1:
+            return False
+        t = time.monotonic()
+        return any(t - info.empty.get(k, -1e9) > self.empty_hint_ttl for k in range(n) if k != home)
+
+    def _issue_plain(self, info, reqs, todo, now, out, rows, xdel) -> None:
+        c = info.campaign
+        cid = c.campaign_id
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i in todo:
+            groups[home_shard(reqs[i][0], c.shards)].append(i)
+        calls, spans = [], []
+        for h, idx in groups.items():
+            keys = self._keys(cid, h)
+            fb = "1" if self._fallback_allowed(info, h) else "0"
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s : s + self.batch_size]
+                args: list[Any] = ["issue", repr(now), int(self.request_ttl), h, fb, "", "", ""]
+                args += _joined(reqs, part)
+                calls.append(
+                    (
+                        [
+                            keys["meta"],
+                            keys["claims"],
+                            keys["outbox"],
+                            keys["pend"],
+                            *self._req_keys(cid, h),
+                        ],
+                        args,
+                    )
+                )
+                spans.append((h, part))
+        replies = self._run(calls)
+        attempts = []
+        for (h, part), reply in zip(spans, replies):
+            for i, r in zip(part, reply.split("\n")):
+                res = self._parse(info, reqs[i][0], reqs[i][1], r, h, now, rows, xdel)
+                if isinstance(res, tuple):
+                    attempts.append((i, h, res[1], res[2]))
+                else:
+                    out[i] = res
+                    if res.reason in ("out_of_stock", "budget_exhausted") and c.shards > 1:
+                        info.empty[h] = time.monotonic()
+        if attempts:
+            self._fallback(info, reqs, attempts, now, out, rows, xdel)
+
+    def _fallback(self, info, reqs, attempts, now, out, rows, xdel) -> None:
+        """Run open fallback attempts: ask donors in a fixed order, then close on home.
+
+        Each donor stores its decision per attempt (``take``), so a resumed attempt
+        replays it; asking donors strictly in the order h+1, h+2, ... and stopping at the
+        first that issues means at most one donor can ever issue for one attempt.
+        """
+        c = info.campaign
+        cid = c.campaign_id
+        n = c.shards
+        # attempt -> [i, home, seq, reason, step, answer]
+        live = [[i, h, seq, reason, 1, None] for i, h, seq, reason in attempts]
+        while True:
+            asking = [a for a in live if a[5] is None and a[4] < n]
+            for a in live:
+                if a[5] is None and a[4] >= n:
+                    a[5] = f"D|{a[3]}"
+            if not asking:
+                break
+            by_donor: dict[int, list[list]] = defaultdict(list)
+            for a in asking:
+                by_donor[(a[1] + a[4]) % n].append(a)
+            calls, spans = [], []
+            for d, group in by_donor.items():
+                keys = self._keys(cid, d)
+                for s in range(0, len(group), self.batch_size):
+                    part = group[s : s + self.batch_size]
+                    args: list[Any] = ["take", repr(now), d]
+                    args += _columns([(reqs[a[0]][0], a[2], reqs[a[0]][1], a[1]) for a in part])
+                    calls.append(([keys["meta"], keys["outbox"], keys["takes"]], args))
+                    spans.append((d, part))
+            for (d, part), reply in zip(spans, self._run(calls)):
+                for a, r in zip(part, reply.split("\n")):
+                    if r.startswith("I|"):
+                        p = r.split("|")
+                        a[5] = "|".join(p[:4])
+                        if len(p) > 4 and p[4]:
+                            xdel[d].append(p[4])
+                    else:
+                        if r in ("X|out_of_stock", "X|budget_exhausted"):
+                            info.empty[d] = time.monotonic()
+                        a[4] += 1
+        # close every attempt on its home shard
+        by_home: dict[int, list[list]] = defaultdict(list)
+        for a in live:
+            by_home[a[1]].append(a)
+        calls, spans = [], []
+        for h, group in by_home.items():
+            keys = self._keys(cid, h)
+            for s in range(0, len(group), self.batch_size):
+                part = group[s : s + self.batch_size]
+                args = ["confirm", int(self.request_ttl)]
+                args += _columns([(reqs[a[0]][0], a[2], reqs[a[0]][1], a[5]) for a in part])
+                calls.append(
+                    ([keys["meta"], keys["claims"], keys["pend"], *self._req_keys(cid, h)], args)
+                )
+                spans.append((h, part))
+        for (h, part), reply in zip(spans, self._run(calls)):
+            for a, r in zip(part, reply.split("\n")):
+                i = a[0]
+                res = self._parse(info, reqs[i][0], reqs[i][1], r, h, now, rows, xdel)
+                if isinstance(res, tuple):  # another closer has not finished; report as transient
+                    res = IssueResult(cid, reqs[i][0], reqs[i][1], "denied", "not_ready")
+                out[i] = res
+
+    # ------------------------------------------------------------------ pre-deduction
+    def _acquire_lease(self, info: _Info, now: float) -> _Lease | None:
+        c = info.campaign
+        cid = c.campaign_id
+        first = (os.getpid() + threading.get_ident()) % c.shards
+        for j in range(c.shards):
+            k = (first + j) % c.shards
+            got, epoch, _reason = self._run(
+                [([self._keys(cid, k)["meta"]], ["lease", repr(now), c.prededuct_chunk])]
+            )[0]
+            if int(got) > 0:
+                return _Lease(k, str(epoch), int(got), uuid.uuid4().hex[:16])
+        return None
+
+    def _issue_leased(self, info, reqs, todo, now, out, rows, xdel) -> list[int]:
+        """Issue from this process's leased chunk; return the requests left for Redis stock."""
+        c = info.campaign
+        cid = c.campaign_id
+        with self._lease_lock:
+            while todo:
+                lease = self._leases.get(cid)
+                if lease is None or lease.remaining <= 0:
+                    lease = self._acquire_lease(info, now)
+                    if lease is None:
+                        self._leases.pop(cid, None)
+                        return todo
+                    self._leases[cid] = lease
+                chunk, todo = todo[: lease.remaining], todo[lease.remaining :]
+                groups: dict[int, list[int]] = defaultdict(list)
+                for i in chunk:
+                    groups[home_shard(reqs[i][0], c.shards)].append(i)
+                calls, spans = [], []
+                for h, idx in groups.items():
+                    keys = self._keys(cid, h)
+                    for s in range(0, len(idx), self.batch_size):
+                        part = idx[s : s + self.batch_size]
+                        args: list[Any] = [
+                            "issue_leased", repr(now), int(self.request_ttl), h, "0",
+                            lease.epoch, lease.shard, lease.lease_id,
+                        ]  # fmt: skip
+                        args += _joined(reqs, part)
+                        calls.append(
+                            (
+                                [
+                                    keys["meta"],
+                                    keys["claims"],
+                                    keys["outbox"],
+                                    keys["pend"],
+                                    *self._req_keys(cid, h),
+                                ],
+                                args,
+                            )
+                        )
+                        spans.append((h, part))
+                revoked = []
+                for (h, part), reply in zip(spans, self._run(calls)):
+                    for i, r in zip(part, reply.split("\n")):
+                        res = self._parse(info, reqs[i][0], reqs[i][1], r, h, now, rows, xdel)
+                        if res.reason == "lease_revoked":
+                            revoked.append(i)
+                            continue
+                        if res.issued and r.count("|") >= 4:  # first issuance, not a replay
+                            lease.remaining -= 1
+                            rows[-1]["lease_id"] = lease.lease_id
+                        out[i] = res
+                if revoked:
+                    # reconciliation moved the epoch on: the stock of this lease was
+                    # already given back to the shard; drop it and lease again
+                    self._leases.pop(cid, None)
+                    todo = revoked + todo
+        return todo
+
+    def release_leases(self) -> int:
+        """Return the unused stock of this process's leases to Redis; return how many."""
+        back = 0
+        with self._lease_lock:
+            for cid, lease in list(self._leases.items()):
+                if lease.remaining > 0:
+                    with contextlib.suppress(ServiceUnavailableError):
+                        back += int(
+                            self._run(
+                                [
+                                    (
+                                        [self._keys(cid, lease.shard)["meta"]],
+                                        ["unlease", lease.remaining, lease.epoch],
+                                    )
+                                ]
+                            )[0]
+                        )
+                del self._leases[cid]
+        return back
+
+    # ------------------------------------------------------------------ ledger side
+    def _commit(self, cid: str, rows: list[dict], xdel: dict[int, list[str]]) -> None:
+        try:
+            self.ledger.record(cid, rows)
+        except ServiceUnavailableError as exc:
+            self._ledger_down = True
+            raise ServiceUnavailableError(
+                f"{exc}. {len(rows)} decided coupon(s) stay in the Redis outbox until the "
+                "ledger is back; retry the same request_ids then"
+            ) from exc
+        self._ledger_ok_at = time.monotonic()
+        self._xdel(cid, xdel)
+
+    def _xdel(self, cid: str, xdel: dict[int, list[str]]) -> None:
+        if not xdel:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for k, ids in xdel.items():
+                for s in range(0, len(ids), 1000):
+                    pipe.xdel(self._keys(cid, k)["outbox"], *ids[s : s + 1000])
+            pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            pass  # recorded already; the drainer or reconcile removes them later
+
+    def drain(self, campaign_id: str | None = None, batch: int = 5000) -> int:
+        """Move outbox entries into the ledger (idempotent); return how many were moved."""
+        cids = [campaign_id] if campaign_id else self.ledger.campaign_ids()
+        moved = 0
+        for cid in cids:
+            info = self._info(cid)
+            for k in range(info.campaign.shards):
+                key = self._keys(cid, k)["outbox"]
+                while True:
+                    try:
+                        entries = self.redis.xrange(key, "-", "+", count=batch)
+                    except (
+                        redis.exceptions.ConnectionError,
+                        redis.exceptions.TimeoutError,
+                        OSError,
+                    ) as exc:
+                        raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
+                    if not entries:
+                        break
+                    rows = [
+                        {
+                            "user_id": f["u"],
+                            "seq": int(f["s"]),
+                            "coupon_code": f["c"],
+                            "shard": int(f["k"]),
+                            "home_shard": int(f["h"]),
+                            "request_id": f["r"],
+                            "lease_id": f.get("l") or None,
+                            "issued_at": float(f["t"]),
+                        }
+                        for _, f in entries
+                    ]
+                    self._commit(cid, rows, {k: [eid for eid, _ in entries]})
+                    moved += len(rows)
+        return moved
+
+    def start_worker(self, interval: float = 0.2) -> None:
+        """Drain the outbox in a background thread every ``interval`` seconds."""
+        if self._worker is not None:
+            return
+        self._stop.clear()
+
+        def loop():
+            while not self._stop.wait(interval):
+                with contextlib.suppress(ServiceUnavailableError):
+                    self.drain()
+
+        self._worker = threading.Thread(target=loop, name="coupon-outbox", daemon=True)
+        self._worker.start()
+
+    def close(self) -> None:
+        """Stop the worker, drain once more and return leased stock."""
+        if self._worker is not None:
+            self._stop.set()
+            self._worker.join()
+            self._worker = None
+        with contextlib.suppress(ServiceUnavailableError):
+            self.release_leases()
+            self.drain()
+
+    def __enter__(self) -> CouponIssuer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ status
+    def status(self, campaign_id: str) -> dict[str, Any]:
+        """Counters of a campaign from Redis and the ledger.
+
+        Returns
+        -------
+        dict
+            ``stock`` (total), ``issued`` (Redis), ``remaining`` (in Redis shards),
+            ``leased_outstanding`` (pre-deducted, not yet issued), ``budget``,
+            ``budget_used``, ``paused``, ``ready`` (Redis holds state), ``pending``
+            (fallback attempts open), ``outbox_backlog``, ``ledger_issued``, ``shards``
+            (per-shard dicts).
+        """
+        info = self._info(campaign_id)
+        c = info.campaign
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for k in range(c.shards):
+                keys = self._keys(campaign_id, k)
+                pipe.hmget(
+                    keys["meta"],
+                    "stock",
+                    "budget",
+                    "issued",
+                    "paused",
+                    "leased",
+                    "lissued",
+                    "epoch",
+                )
+                pipe.xlen(keys["outbox"])
+                pipe.hlen(keys["pend"])
+            replies = pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
+        shards = []
+        for k in range(c.shards):
+            m, backlog, pend = replies[3 * k : 3 * k + 3]
+            ready = m[0] is not None
+            shards.append(
+                {
+                    "shard": k,
+                    "ready": ready,
+                    "stock": c.shard_stock()[k],
+                    "remaining": int(m[0]) if ready else None,
+                    "budget_left_cents": int(m[1]) if ready else None,
+                    "issued": int(m[2]) if ready else 0,
+                    "paused": m[3] == "1",
+                    "leased": int(m[4] or 0),
+                    "lissued": int(m[5] or 0),
+                    "epoch": m[6],
+                    "outbox_backlog": int(backlog),
+                    "pending": int(pend),
+                }
+            )
+        issued = sum(s["issued"] for s in shards)
+        ledger_issued = self.ledger.count(campaign_id)
+        return {
+            "campaign_id": campaign_id,
+            "stock": c.stock,
+            "issued": issued,
+            "remaining": sum(s["remaining"] or 0 for s in shards),
+            "leased_outstanding": sum(s["leased"] for s in shards)
+            - sum(s["lissued"] for s in shards),
+            "budget": c.budget_cents / 100,
+            "budget_used": ledger_issued * c.cost_cents / 100,
+            "paused": any(s["paused"] for s in shards),
+            "ready": all(s["ready"] for s in shards),
+            "pending": sum(s["pending"] for s in shards),
+            "outbox_backlog": sum(s["outbox_backlog"] for s in shards),
+            "ledger_issued": ledger_issued,
+            "epoch": info.epoch,
+            "shards": shards,
+        }
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self, campaign_id: str) -> ReconcileReport:
+        """Rebuild a campaign's Redis state from the ledger; see :func:`reconcile`."""
+        from mktlab.coupons.reconcile import reconcile_campaign
+
+        return reconcile_campaign(self, campaign_id)
+
+
+@dataclass
+class ReconcileReport:
+    """What :func:`reconcile` found and repaired."""
+
+    campaign_id: str
+    redis_was_empty: bool
+    drained: int
+    pending_confirmed: int
+    pending_released: int
+    ledger_issued: int
+    redis_issued_before: int
+    remaining_before: int
+    remaining_after: int
+    stranded_recovered: int
+    claims_missing_in_redis: int
+    claims_extra_in_redis: int
+    sample_extra_users: list[str]
+    epoch: int
+    resumed: bool
+
+    @property
+    def consistent(self) -> bool:
+        """True when Redis already agreed with the ledger (nothing had to be repaired)."""
+        return (
+            not self.redis_was_empty
+            and self.claims_missing_in_redis == 0
+            and self.claims_extra_in_redis == 0
+            and self.remaining_before == self.remaining_after
+            and self.redis_issued_before == self.ledger_issued
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["consistent"] = self.consistent
+        return d

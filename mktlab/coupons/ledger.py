@@ -1,0 +1,313 @@
+"""The durable ledger of issued coupons: the issuer's source of truth.
+
+SQLite by default (``settings().default_ledger_url``), PostgreSQL when
+``MKTLAB_LEDGER_URL`` is set. ``UNIQUE(campaign_id, user_id, seq)`` is the last guard
+against issuing one user's ``seq``-th coupon twice; inserts ignore rows already present,
+so draining the outbox is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from mktlab.config import settings
+from mktlab.coupons.campaign import Campaign
+from mktlab.errors import NotFoundError, ServiceUnavailableError, ValidationError
+
+metadata = sa.MetaData()
+
+campaigns = sa.Table(
+    "coupon_campaigns",
+    metadata,
+    sa.Column("campaign_id", sa.String(64), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False, default=1),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+issuances = sa.Table(
+    "coupon_issuances",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("campaign_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("coupon_code", sa.String(32), nullable=False),
+    sa.Column("shard", sa.Integer, nullable=False),  # whose stock paid for it
+    sa.Column("home_shard", sa.Integer, nullable=False),  # where the user's claim lives
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("lease_id", sa.String(64), nullable=True),
+    sa.Column("issued_at", sa.Float, nullable=False),
+    sa.Column("recorded_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("campaign_id", "user_id", "seq", name="uq_coupon_campaign_user_seq"),
+)
+
+ROW_FIELDS = (
+    "user_id",
+    "seq",
+    "coupon_code",
+    "shard",
+    "home_shard",
+    "request_id",
+    "lease_id",
+    "issued_at",
+)
+
+
+def _normalise(url: str) -> str:
+    # psycopg 3 is what we install; SQLAlchemy's bare "postgresql://" means psycopg2
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Ledger:
+    """Issued coupons and campaign definitions in a SQL database.
+
+    Parameters
+    ----------
+    url : str, optional
+        SQLAlchemy URL; defaults to ``settings().default_ledger_url`` (SQLite under
+        ``data/processed/`` unless ``MKTLAB_LEDGER_URL`` is set).
+    """
+
+    def __init__(self, url: str | None = None):
+        self.url = _normalise(url or settings().default_ledger_url)
+        kwargs: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                from pathlib import Path
+
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # several issuing processes share the file: wait for the lock, don't fail
+            kwargs["connect_args"] = {"timeout": 60}
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"connect_timeout": 5}
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn, _record):
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _unavailable(self, exc: Exception) -> ServiceUnavailableError:
+        return ServiceUnavailableError(f"ledger database {self!r} is unreachable: {exc}")
+
+    def _begin(self):
+        self.ensure_schema()
+        return self.engine.begin()
+
+    def ensure_schema(self) -> None:
+        """Create the tables if they do not exist."""
+        if self._ready:
+            return
+        for attempt in range(5):
+            try:
+                metadata.create_all(self.engine)
+                break
+            except (OperationalError, DBAPIError) as exc:
+                # another process created the tables between our check and CREATE
+                if "already exists" in str(exc) or "duplicate key" in str(exc):
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise self._unavailable(exc) from exc
+        self._ready = True
+
+    def ping(self) -> bool:
+        """True when the database answers; False when it does not."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except (OperationalError, DBAPIError, OSError):
+            return False
+
+    def _insert(self):
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert
+
+    # -- campaigns --------------------------------------------------------------------
+    def add_campaign(self, campaign: Campaign, salt: str) -> bool:
+        """Store ``campaign``; return False if the same definition already exists.
+
+        Raises
+        ------
+        ValidationError
+            A different campaign with this id exists.
+        """
+        try:
+            with self._begin() as conn:
+                row = conn.execute(
+                    sa.select(campaigns.c.spec).where(
+                        campaigns.c.campaign_id == campaign.campaign_id
+                    )
+                ).first()
+                if row is not None:
+                    if json.loads(row.spec) != campaign.to_dict():
+                        raise ValidationError(
+                            f"campaign_id={campaign.campaign_id!r} already exists with a different "
+                            "definition; campaigns are immutable, use a new id"
+                        )
+                    return False
+                conn.execute(
+                    campaigns.insert().values(
+                        campaign_id=campaign.campaign_id,
+                        spec=campaign.to_json(),
+                        salt=salt,
+                        epoch=1,
+                        paused=False,
+                        created_at=time.time(),
+                    )
+                )
+                return True
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def get_campaign(self, campaign_id: str) -> dict[str, Any]:
+        """Return ``{"campaign", "salt", "epoch", "paused"}`` of a stored campaign."""
+        try:
+            with self._begin() as conn:
+                row = conn.execute(
+                    sa.select(campaigns).where(campaigns.c.campaign_id == campaign_id)
+                ).first()
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+        if row is None:
+            raise NotFoundError(f"campaign_id={campaign_id!r}: no such campaign in {self!r}")
+        return {
+            "campaign": Campaign.from_dict(json.loads(row.spec)),
+            "salt": row.salt,
+            "epoch": int(row.epoch),
+            "paused": bool(row.paused),
+        }
+
+    def campaign_ids(self) -> list[str]:
+        try:
+            with self._begin() as conn:
+                return list(conn.execute(sa.select(campaigns.c.campaign_id)).scalars())
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def update_campaign(self, campaign_id: str, **values: Any) -> None:
+        """Set ``epoch`` and/or ``paused`` of a campaign."""
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    campaigns.update()
+                    .where(campaigns.c.campaign_id == campaign_id)
+                    .values(**values)
+                )
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def delete_campaign(self, campaign_id: str) -> None:
+        """Remove a campaign and its issuances (tests and demos only)."""
+        try:
+            with self._begin() as conn:
+                conn.execute(issuances.delete().where(issuances.c.campaign_id == campaign_id))
+                conn.execute(campaigns.delete().where(campaigns.c.campaign_id == campaign_id))
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- issuances --------------------------------------------------------------------
+    def record(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert issued coupons, ignoring ones already recorded; return rows offered.
+
+        Each row has the keys of :data:`ROW_FIELDS`.
+        """
+        now = time.time()
+        payload = [
+            {"campaign_id": campaign_id, "recorded_at": now, **{k: r[k] for k in ROW_FIELDS}}
+            for r in rows
+        ]
+        if not payload:
+            return 0
+        stmt = self._insert()(issuances).on_conflict_do_nothing(
+            index_elements=["campaign_id", "user_id", "seq"]
+        )
+        try:
+            with self._begin() as conn:
+                conn.execute(stmt, payload)
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+        return len(payload)
+
+    def count(self, campaign_id: str) -> int:
+        """Coupons recorded for a campaign."""
+        return int(
+            self._scalar(sa.select(sa.func.count()).where(issuances.c.campaign_id == campaign_id))
+        )
+
+    def _scalar(self, stmt):
+        try:
+            with self._begin() as conn:
+                return conn.execute(stmt).scalar()
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def counts_by(self, campaign_id: str, column: str) -> dict[int, int]:
+        """Recorded coupons per ``shard`` or ``home_shard``."""
+        col = issuances.c[column]
+        try:
+            with self._begin() as conn:
+                rows = conn.execute(
+                    sa.select(col, sa.func.count())
+                    .where(issuances.c.campaign_id == campaign_id)
+                    .group_by(col)
+                ).all()
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+        return {int(k): int(v) for k, v in rows}
+
+    def claims(self, campaign_id: str) -> dict[str, int]:
+        """Coupons held per user (``max(seq)``: seqs are dense from 1)."""
+        try:
+            with self._begin() as conn:
+                rows = conn.execute(
+                    sa.select(issuances.c.user_id, sa.func.count())
+                    .where(issuances.c.campaign_id == campaign_id)
+                    .group_by(issuances.c.user_id)
+                ).all()
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+        return {u: int(n) for u, n in rows}
+
+    def rows(self, campaign_id: str):
+        """All recorded coupons of a campaign as a pandas DataFrame."""
+        import pandas as pd
+
+        try:
+            with self._begin() as conn:
+                res = conn.execute(
+                    sa.select(issuances)
+                    .where(issuances.c.campaign_id == campaign_id)
+                    .order_by(issuances.c.id)
+                )
+                return pd.DataFrame(res.all(), columns=list(res.keys()))
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
