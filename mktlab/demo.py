@@ -53,6 +53,28 @@ def _identity(ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _audiences(ctx: dict[str, Any]) -> dict[str, Any]:
+    from mktlab.audience.cli import default_store_path
+    from mktlab.audience.world import store_from_world
+
+    store, imap = store_from_world(ctx["world"], ctx["imap"])
+    store.write(default_store_path())
+    saved = {
+        "gold_plus": 'tier >= "gold"',
+        "lapsing_high_value": "monetary_90d >= 300 & ~purchased_30d",
+        "active_no_purchase": 'active_7d & ~purchased_30d & (tier_level >= 4 | city in ("SH", "BJ"))',
+        "repeat_buyers": "count(order, 30d) >= 2",
+    }
+    sizes = {name: store.save(name, expr).size for name, expr in saved.items()}
+    both = store.query("@gold_plus & @repeat_buyers")
+    for name, expr in saved.items():
+        click.echo(f"  @{name:<20} {sizes[name]:>10,}  {expr}")
+    click.echo(
+        f"  @gold_plus & @repeat_buyers {both.size:,}; sample: {list(both.sample(3, identity_map=imap))}"
+    )
+    return {f"audience_{k}": v for k, v in sizes.items()}
+
+
 def _hillstrom(ctx: dict[str, Any]) -> dict[str, Any]:
     from mktlab.datasets import copy_to_raw, load_hillstrom
 
@@ -104,6 +126,81 @@ def _experiments(ctx: dict[str, Any]) -> dict[str, Any]:
     return {**headline, **figs}
 
 
+def _sandbox(ctx: dict[str, Any]) -> dict[str, Any]:
+    from mktlab.sandbox import (
+        CouponTerms,
+        Policy,
+        Strategy,
+        compare,
+        from_world,
+        log_results,
+        replay_many,
+    )
+
+    data = from_world(ctx["world"], campaign_id="C002")
+    terms = CouponTerms(face_value=10, send_cost=0.2, margin=0.35)
+    strategies = [
+        Strategy("logged", Policy("logged"), coupon=terms),
+        Strategy("everyone", Policy("all"), coupon=terms),
+        Strategy("random-30%", Policy("random", rate=0.3), coupon=terms),
+    ]
+    if ctx.get("uplift_world_model") is not None:
+        strategies.append(
+            Strategy(
+                "uplift-top-30%",
+                Policy("uplift_threshold", model=ctx["uplift_world_model"], top_fraction=0.3),
+                coupon=terms,
+            )
+        )
+    results = replay_many(strategies, data, n_boot=200)
+    table = compare(results, baseline="logged")
+    cols = [
+        "treated",
+        "incremental_conversions",
+        "incremental_conversions_lo",
+        "incremental_conversions_hi",
+        "roi",
+    ]
+    click.echo(table[[c for c in cols if c in table.columns]].round(3).to_string())
+    log_results(results, run_name="demo", baseline="logged")
+    inc = table["incremental_conversions"]
+    return {
+        f"sandbox_incremental_{k.replace('-', '_').replace('%', 'pct')}": float(v)
+        for k, v in inc.items()
+    }
+
+
+def _rl(ctx: dict[str, Any]) -> dict[str, Any]:
+    from mktlab.rl import (
+        EnvConfig,
+        TrainConfig,
+        UserPrior,
+        evaluate_policies,
+        log_policy,
+        standard_baselines,
+        train_agent,
+    )
+
+    prior, cfg = UserPrior.from_world(ctx["world"]), EnvConfig()
+    steps = 1_000_000 if ctx["users"] >= 200_000 else 600_000
+    res = train_agent(TrainConfig(total_timesteps=steps, time_budget_s=180), cfg, prior)
+    ev = evaluate_policies(
+        [*standard_baselines(cfg, prior), res.policy], cfg, n_seeds=5, prior=prior
+    )
+    summary = ev.summary()
+    click.echo(summary.round(2).to_string())
+    logged = log_policy(res, evaluation=ev)
+    ranked = summary.set_index("policy")["return_per_user"].sort_values(ascending=False)
+    learned = next(p for p in ranked.index if p in ("ppo", "dqn"))
+    baselines = ranked.drop(["ppo", "dqn"], errors="ignore")
+    return {
+        "rl_policy_return": float(ranked[learned]),
+        "rl_best_baseline": str(baselines.index[0]),
+        "rl_best_baseline_return": float(baselines.iloc[0]),
+        "rl_version": logged.get("version"),
+    }
+
+
 def _coupons(ctx: dict[str, Any]) -> dict[str, Any]:
     from mktlab.coupons.simulate import SimulationConfig, simulate
 
@@ -144,9 +241,12 @@ HEADLINE = 4  # figures per stage in the printed summary; MLflow gets them all
 STAGES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("synthetic world", _world),
     ("identity", _identity),
+    ("audiences", _audiences),
     ("hillstrom", _hillstrom),
     ("a/b analysis", _experiments),
+    ("sandbox", _sandbox),
     ("attribution", _attribution),
+    ("rl policy", _rl),
     ("coupon flash sale", _coupons),
 ]
 
