@@ -27,7 +27,9 @@ WORLD_FEATURES = [
 ]  # fmt: skip
 
 
-def check_feature_frame(X: object, expected: Sequence[str], *, what: str = "features") -> pd.DataFrame:
+def check_feature_frame(
+    X: object, expected: Sequence[str], *, what: str = "features"
+) -> pd.DataFrame:
     """Check that ``X`` is a DataFrame whose columns are exactly ``expected``, in order.
 
     Raises
@@ -136,7 +138,9 @@ class FeaturePrep:
                 try:
                     arr = col.to_numpy(dtype=np.float32)
                 except (TypeError, ValueError) as exc:
-                    raise SchemaError(f"features: column {c!r} is not numeric ({col.dtype})") from exc
+                    raise SchemaError(
+                        f"features: column {c!r} is not numeric ({col.dtype})"
+                    ) from exc
                 if np.isnan(arr).any():
                     bad = np.flatnonzero(np.isnan(arr))[:5].tolist()
                     raise SchemaError(f"features: column {c!r} has missing values (rows {bad})")
@@ -187,7 +191,11 @@ class UpliftData:
         n = len(self.X)
         self.treatment = np.asarray(self.treatment)
         self.y = np.asarray(self.y, dtype=float)
-        for what, arr in (("treatment", self.treatment), ("y", self.y), ("propensity", self.propensity)):
+        for what, arr in (
+            ("treatment", self.treatment),
+            ("y", self.y),
+            ("propensity", self.propensity),
+        ):
             if arr is not None and len(arr) != n:
                 raise ValidationError(f"{what}: length {len(arr)} != {n} rows of X")
         if self.truth is not None and len(self.truth) != n:
@@ -275,7 +283,9 @@ def hillstrom_data(
     )
 
 
-def world_data(world: object = None, *, campaign_id: str = "C001", outcome: str = "converted") -> UpliftData:
+def world_data(
+    world: object = None, *, campaign_id: str = "C001", outcome: str = "converted"
+) -> UpliftData:
     """One campaign of the synthetic world as :class:`UpliftData`, with its truth.
 
     Parameters
@@ -300,13 +310,23 @@ def world_data(world: object = None, *, campaign_id: str = "C001", outcome: str 
         world = load_world()
     log = world.campaign_log
     truth = world.campaign_truth
-    require_columns(log, ["campaign_id", "user_id", "treatment", "propensity", outcome, *WORLD_FEATURES], table="campaign_log")
-    require_columns(truth, ["campaign_id", "user_id", "p0", "p1", "true_uplift", "quadrant"], table="campaign_truth")
+    require_columns(
+        log,
+        ["campaign_id", "user_id", "treatment", "propensity", outcome, *WORLD_FEATURES],
+        table="campaign_log",
+    )
+    require_columns(
+        truth,
+        ["campaign_id", "user_id", "p0", "p1", "true_uplift", "quadrant"],
+        table="campaign_truth",
+    )
     log = log.loc[log["campaign_id"] == campaign_id].reset_index(drop=True)
     if log.empty:
         known = sorted(world.campaign_log["campaign_id"].unique().tolist())
         raise ValidationError(f"campaign_id: {campaign_id!r} not in campaign_log (have {known})")
-    tr = truth.loc[truth["campaign_id"] == campaign_id, ["user_id", "p0", "p1", "true_uplift", "quadrant"]]
+    tr = truth.loc[
+        truth["campaign_id"] == campaign_id, ["user_id", "p0", "p1", "true_uplift", "quadrant"]
+    ]
     tr = log[["user_id"]].merge(tr, on="user_id", how="left", validate="one_to_one")
     t = log["treatment"].to_numpy().astype(np.int8)
     logged = log["propensity"].to_numpy(dtype=float)

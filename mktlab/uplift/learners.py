@@ -24,8 +24,9 @@ The interface:
 - ``predict(X)`` → uplift ``E[Y|T=arm,X] − E[Y|T=control,X]``: shape ``(n,)`` with one
   treated arm, ``(n, n_arms)`` with several (columns in ``arms_`` order).
 - ``predict_outcomes(X)`` → ``(mu0, mu1)``: the control outcome ``(n,)`` and the treated
-  outcome(s), shaped like ``predict``. "baseline" learners above have no outcome model of
-  their own; they fit a LightGBM model of the control arm and return ``mu0 + uplift``.
+  outcome(s) ``mu1 = mu0 + uplift``, shaped like ``predict``. ``mu0`` comes from the
+  learner's own control-outcome model; "baseline" learners above have none, so they fit
+  a LightGBM model of the control arm.
 
 Binary outcomes are modelled with LightGBM *regressors* on 0/1 (a probability estimate
 under squared loss) because causalml's DR classifier feeds class labels, not
@@ -93,9 +94,9 @@ class UpliftLearner(BaseEstimator):
 
     Parameters
     ----------
-    n_estimators : int, default 200
+    n_estimators : int, default 100
         Boosting rounds of each LightGBM base model (trees of a forest learner).
-    learning_rate : float, default 0.03
+    learning_rate : float, default 0.06
     num_leaves : int, default 15
     min_child_samples : int, default 100
         Minimum rows per leaf; large values keep the noisy effect estimates smooth.
@@ -104,8 +105,9 @@ class UpliftLearner(BaseEstimator):
     arms : sequence, optional
         Declared treated arms (required for multi-treatment).
     random_state : int, default 0
-    n_jobs : int, default 2
-        Threads of each base model.
+    n_jobs : int, default 1
+        Threads of each base model. One thread is the fast choice for data of this size:
+        LightGBM's OpenMP threads spin-wait and slow down ~10x when the cores are shared.
     """
 
     name: ClassVar[str] = "base"
@@ -114,14 +116,14 @@ class UpliftLearner(BaseEstimator):
 
     def __init__(
         self,
-        n_estimators: int = 200,
-        learning_rate: float = 0.03,
+        n_estimators: int = 100,
+        learning_rate: float = 0.06,
         num_leaves: int = 15,
         min_child_samples: int = 100,
         control: Any = 0,
         arms: Sequence[Any] | None = None,
         random_state: int = 0,
-        n_jobs: int = 2,
+        n_jobs: int = 1,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -141,7 +143,9 @@ class UpliftLearner(BaseEstimator):
                 X = np.asarray(X)
                 if X.ndim != 2:
                     raise SchemaError(f"X: expected a 2-D table, got shape {X.shape}")
-                self.feature_names_in_ = np.array([f"x{i}" for i in range(X.shape[1])], dtype=object)
+                self.feature_names_in_ = np.array(
+                    [f"x{i}" for i in range(X.shape[1])], dtype=object
+                )
                 X = pd.DataFrame(X, columns=self.feature_names_in_)
         else:
             check_is_fitted(self, "arms_")
@@ -163,7 +167,9 @@ class UpliftLearner(BaseEstimator):
         if not np.isfinite(arr).all():
             rows, cols = np.nonzero(~np.isfinite(arr))
             bad = sorted({str(X.columns[c]) for c in cols})
-            raise DataError(f"X: missing or infinite values in column(s) {bad} (rows {rows[:5].tolist()})")
+            raise DataError(
+                f"X: missing or infinite values in column(s) {bad} (rows {rows[:5].tolist()})"
+            )
         return arr
 
     def _check_fit(self, X: Any, treatment: Any, y: Any, p: Any):
@@ -171,7 +177,9 @@ class UpliftLearner(BaseEstimator):
         n = len(Xa)
         t = np.asarray(treatment)
         if t.ndim != 1 or len(t) != n:
-            raise ValidationError(f"treatment: expected a vector of length {n}, got shape {t.shape}")
+            raise ValidationError(
+                f"treatment: expected a vector of length {n}, got shape {t.shape}"
+            )
         yv = np.asarray(y)
         if yv.ndim != 1 or len(yv) != n:
             raise ValidationError(f"y: expected a vector of length {n}, got shape {yv.shape}")
@@ -181,10 +189,14 @@ class UpliftLearner(BaseEstimator):
             raise ValidationError(f"y: outcome must be numeric ({exc})") from exc
         if not np.isfinite(yv).all():
             bad = np.flatnonzero(~np.isfinite(yv))
-            raise ValidationError(f"y: {len(bad)} missing (NaN) or infinite outcome(s), rows {bad[:5].tolist()}")
+            raise ValidationError(
+                f"y: {len(bad)} missing (NaN) or infinite outcome(s), rows {bad[:5].tolist()}"
+            )
         if pd.isna(pd.Series(t)).any():
             bad = np.flatnonzero(pd.isna(pd.Series(t)).to_numpy())
-            raise ValidationError(f"treatment: {len(bad)} missing value(s), rows {bad[:5].tolist()}")
+            raise ValidationError(
+                f"treatment: {len(bad)} missing value(s), rows {bad[:5].tolist()}"
+            )
         values = pd.unique(t)
         if self.arms is None:
             others = [v for v in values if v != self.control]
@@ -193,13 +205,15 @@ class UpliftLearner(BaseEstimator):
                     f"treatment: not binary — values {sorted(map(str, values))[:10]} besides control "
                     f"{self.control!r}; declare arms=[...] for several treatments"
                 )
-            arms = tuple(others) if others else (1,)
+            arms = tuple(v.item() if isinstance(v, np.generic) else v for v in others) or (1,)
         else:
             arms = tuple(self.arms)
             if len(arms) == 0 or len(set(arms)) != len(arms):
                 raise ValidationError(f"arms: need distinct declared arms, got {list(arms)}")
             if self.control in arms:
-                raise ValidationError(f"arms: control {self.control!r} cannot also be a treated arm")
+                raise ValidationError(
+                    f"arms: control {self.control!r} cannot also be a treated arm"
+                )
             unknown = [v for v in values if v != self.control and v not in arms]
             if unknown:
                 raise ValidationError(
@@ -248,9 +262,13 @@ class UpliftLearner(BaseEstimator):
             out = {1: np.asarray(p, dtype=float)}
         for g, v in out.items():
             if v.shape != (n,):
-                raise ValidationError(f"p: expected {n} propensities for arm {self.arms_[g - 1]!r}, got shape {v.shape}")
+                raise ValidationError(
+                    f"p: expected {n} propensities for arm {self.arms_[g - 1]!r}, got shape {v.shape}"
+                )
             if not ((v > 0) & (v < 1)).all():
-                raise ValidationError(f"p: propensities must lie strictly in (0, 1) (arm {self.arms_[g - 1]!r})")
+                raise ValidationError(
+                    f"p: propensities must lie strictly in (0, 1) (arm {self.arms_[g - 1]!r})"
+                )
         self.mean_propensity_ = {g: float(v.mean()) for g, v in out.items()}
         return out
 
@@ -291,15 +309,25 @@ class UpliftLearner(BaseEstimator):
         Xa = self._check_X(X, fitting=False)
         return self._shape(self._predict(Xa))
 
-    def predict_outcomes(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted outcomes ``(mu0, mu1)`` under control and under each treated arm."""
+    def predict_components(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu0, uplift)``: control outcome (clipped to [0, 1] for binary outcomes) and uplift.
+
+        One pass for callers that need both (the registered model).
+        """
         Xa = self._check_X(X, fitting=False)
-        if self.native_outcomes:
-            mu0, mu1 = self._outcomes(Xa)
-        else:
-            mu0 = self.baseline_model_.predict(Xa)
-            mu1 = mu0[:, None] + self._predict(Xa).reshape(len(Xa), -1)
-        return self._clip(np.asarray(mu0, dtype=np.float64)), self._clip(self._shape(mu1))
+        mu0, tau = self._components(Xa)
+        return self._clip(np.asarray(mu0, dtype=np.float64)), self._shape(tau)
+
+    def predict_outcomes(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted outcomes ``(mu0, mu1)`` under control and under each treated arm.
+
+        ``mu1 = mu0 + uplift`` (clipped to [0, 1] for binary outcomes), so the outcomes
+        always agree with :meth:`predict` — for the X, R and DR learners the uplift comes
+        from their effect models, not from a difference of outcome models.
+        """
+        mu0, tau = self.predict_components(X)
+        mu1 = mu0[:, None] + tau.reshape(len(mu0), -1)
+        return mu0, self._clip(self._shape(mu1))
 
     # subclasses implement these on validated numpy input and integer codes 0..K
     def _fit(self, X: np.ndarray, t: np.ndarray, y: np.ndarray, p: dict[int, np.ndarray]) -> None:
@@ -308,14 +336,22 @@ class UpliftLearner(BaseEstimator):
     def _predict(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _outcomes(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _mu0(self, X: np.ndarray) -> np.ndarray:
+        """The learner's own estimate of the control outcome."""
         raise NotImplementedError
+
+    def _components(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # learners whose uplift reuses the control model override this to predict it once
+        mu0 = self._mu0(X) if self.native_outcomes else self.baseline_model_.predict(X)
+        return mu0, self._predict(X)
 
     def _const_p(self, n: int) -> dict[int, np.ndarray]:
         return {g: np.full(n, v) for g, v in self.mean_propensity_.items()}
 
     def _stack(self, d: dict) -> np.ndarray:
-        return np.column_stack([np.asarray(d[g], dtype=np.float64) for g in range(1, len(self.arms_) + 1)])
+        return np.column_stack(
+            [np.asarray(d[g], dtype=np.float64) for g in range(1, len(self.arms_) + 1)]
+        )
 
 
 class SLearner(UpliftLearner):
@@ -332,11 +368,20 @@ class SLearner(UpliftLearner):
     def _predict(self, X):
         return self.model_.predict(X, verbose=False)
 
-    def _outcomes(self, X):
-        _, yc, yt = self.model_.predict(X, return_components=True, verbose=False)
+    def _components(self, X):
+        X0 = np.column_stack([np.zeros(len(X)), X])
+        X1 = np.column_stack([np.ones(len(X)), X])
+        groups = range(1, len(self.arms_) + 1)
+        y0 = {g: self.model_.models[g].predict(X0) for g in groups}
+        tau = np.column_stack([self.model_.models[g].predict(X1) - y0[g] for g in groups])
+        return np.mean([y0[g] for g in groups], axis=0), tau
+
+    def _mu0(self, X):
         # each arm has its own S model, hence its own control prediction; average them
-        mu0 = np.mean([yc[g] for g in range(1, len(self.arms_) + 1)], axis=0)
-        return mu0, self._stack(yt)
+        X0 = np.column_stack([np.zeros(len(X)), X])
+        return np.mean(
+            [self.model_.models[g].predict(X0) for g in range(1, len(self.arms_) + 1)], axis=0
+        )
 
 
 class TLearner(UpliftLearner):
@@ -353,9 +398,13 @@ class TLearner(UpliftLearner):
     def _predict(self, X):
         return self.model_.predict(X, verbose=False)
 
-    def _outcomes(self, X):
-        mu0 = self.model_.model_c.predict(X)
-        return mu0, np.column_stack([self.model_.models_t[g].predict(X) for g in range(1, len(self.arms_) + 1)])
+    def _mu0(self, X):
+        return self.model_.model_c.predict(X)
+
+    def _components(self, X):
+        mu0 = self._mu0(X)
+        groups = range(1, len(self.arms_) + 1)
+        return mu0, np.column_stack([self.model_.models_t[g].predict(X) - mu0 for g in groups])
 
 
 class XLearner(UpliftLearner):
@@ -375,9 +424,8 @@ class XLearner(UpliftLearner):
     def _predict(self, X):
         return self.model_.predict(X, p=self._const_p(len(X)), verbose=False)
 
-    def _outcomes(self, X):
-        mu0 = self.model_.model_mu_c.predict(X)
-        return mu0, np.column_stack([self.model_.models_mu_t[g].predict(X) for g in range(1, len(self.arms_) + 1)])
+    def _mu0(self, X):
+        return self.model_.model_mu_c.predict(X)
 
 
 class RLearner(UpliftLearner):
@@ -402,12 +450,11 @@ class RLearner(UpliftLearner):
     def _predict(self, X):
         return self.model_.predict(X)
 
-    def _outcomes(self, X):
-        tau = self._stack({g: self.model_.models_tau[g].predict(X) for g in range(1, len(self.arms_) + 1)})
+    def _mu0(self, X):
+        tau = self._predict(X).reshape(len(X), -1)
         m = self.model_.model_mu.predict(X)
         pbar = np.array([self.mean_propensity_[g] for g in range(1, len(self.arms_) + 1)])
-        mu0 = (m[:, None] - pbar * tau).mean(axis=1)
-        return mu0, m[:, None] + (1 - pbar) * tau
+        return (m[:, None] - pbar * tau).mean(axis=1)
 
 
 class DRLearner(UpliftLearner):
@@ -424,9 +471,8 @@ class DRLearner(UpliftLearner):
     def _predict(self, X):
         return self.model_.predict(X, verbose=False)
 
-    def _outcomes(self, X):
-        _, yc, yt = self.model_.predict(X, return_components=True, verbose=False)
-        return yc[1], self._stack(yt)
+    def _mu0(self, X):
+        return np.mean([m.predict(X) for m in self.model_.models_mu_c], axis=0)
 
 
 class UpliftForest(UpliftLearner):
@@ -448,7 +494,7 @@ class UpliftForest(UpliftLearner):
         control: Any = 0,
         arms: Sequence[Any] | None = None,
         random_state: int = 0,
-        n_jobs: int = 2,
+        n_jobs: int = 1,
     ):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -479,11 +525,17 @@ class UpliftForest(UpliftLearner):
 
     def _predict(self, X):
         full = self._full(X)
-        return np.column_stack([full[f"delta_{g}"].to_numpy() for g in range(1, len(self.arms_) + 1)])
+        return np.column_stack(
+            [full[f"delta_{g}"].to_numpy() for g in range(1, len(self.arms_) + 1)]
+        )
 
-    def _outcomes(self, X):
+    def _mu0(self, X):
+        return self._full(X)[0].to_numpy()
+
+    def _components(self, X):
         full = self._full(X)
-        return full[0].to_numpy(), np.column_stack([full[g].to_numpy() for g in range(1, len(self.arms_) + 1)])
+        groups = range(1, len(self.arms_) + 1)
+        return full[0].to_numpy(), np.column_stack([full[f"delta_{g}"].to_numpy() for g in groups])
 
 
 class CausalForest(UpliftLearner):
@@ -521,7 +573,9 @@ class CausalForest(UpliftLearner):
         self.model_.fit(y, t, X=X)
 
     def _predict(self, X):
-        return np.column_stack([self.model_.effect(X, T0=0, T1=g) for g in range(1, len(self.arms_) + 1)])
+        return np.column_stack(
+            [self.model_.effect(X, T0=0, T1=g) for g in range(1, len(self.arms_) + 1)]
+        )
 
 
 class EconDRLearner(UpliftLearner):
@@ -549,12 +603,23 @@ class EconDRLearner(UpliftLearner):
         self.model_.fit(y, t, X=X)
 
     def _predict(self, X):
-        return np.column_stack([self.model_.effect(X, T0=0, T1=g) for g in range(1, len(self.arms_) + 1)])
+        return np.column_stack(
+            [self.model_.effect(X, T0=0, T1=g) for g in range(1, len(self.arms_) + 1)]
+        )
 
 
 LEARNERS: dict[str, type[UpliftLearner]] = {
     cls.name: cls
-    for cls in (SLearner, TLearner, XLearner, RLearner, DRLearner, UpliftForest, CausalForest, EconDRLearner)
+    for cls in (
+        SLearner,
+        TLearner,
+        XLearner,
+        RLearner,
+        DRLearner,
+        UpliftForest,
+        CausalForest,
+        EconDRLearner,
+    )
 }
 
 
@@ -568,7 +633,7 @@ def make_learner(name: str, **params: Any) -> UpliftLearner:
 def default_learners(
     *,
     names: Sequence[str] | None = None,
-    n_estimators: int = 200,
+    n_estimators: int = 100,
     forest_estimators: int = 100,
     random_state: int = 0,
     control: Any = 0,
@@ -586,5 +651,7 @@ def default_learners(
         if nm == "urf" and not binary:
             continue
         n_est = forest_estimators if nm in {"urf", "causal_forest"} else n_estimators
-        out[nm] = make_learner(nm, n_estimators=n_est, random_state=random_state, control=control, arms=arms)
+        out[nm] = make_learner(
+            nm, n_estimators=n_est, random_state=random_state, control=control, arms=arms
+        )
     return out

@@ -86,8 +86,10 @@ def _check(y, treatment, score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.isfinite(s).all():
         raise ValidationError("score: predicted uplift has missing (NaN) or infinite values")
     vals = set(np.unique(w).tolist())
-    if not vals <= {0, 1, True, False}:
-        raise ValidationError(f"treatment: expected binary 0/1, got values {sorted(map(str, vals))[:10]}")
+    if not vals <= {0, 1}:
+        raise ValidationError(
+            f"treatment: expected binary 0/1, got values {sorted(map(str, vals))[:10]}"
+        )
     w = w.astype(np.int8)
     if w.all() or not w.any():
         raise ValidationError("treatment: both treated (1) and control (0) rows are needed")
@@ -138,7 +140,9 @@ def _normalised(curve_fn: Callable[..., Curve], y, treatment, score) -> float:
     perfect = curve_fn(y, w, _perfect_score(y, w))
     denom = perfect.area - perfect.random_area
     if denom <= 0:
-        raise ValidationError("the perfect curve does not beat random (no outcome variation); metric undefined")
+        raise ValidationError(
+            "the perfect curve does not beat random (no outcome variation); metric undefined"
+        )
     return (model.area - model.random_area) / denom
 
 
@@ -242,7 +246,9 @@ def _check_truth(true_uplift, score) -> tuple[np.ndarray, np.ndarray]:
     tau = np.asarray(true_uplift, dtype=np.float64)
     s = np.asarray(score, dtype=np.float64)
     if tau.shape != s.shape or s.ndim != 1:
-        raise ValidationError(f"true_uplift {tau.shape} and score {s.shape} must be equal-length vectors")
+        raise ValidationError(
+            f"true_uplift {tau.shape} and score {s.shape} must be equal-length vectors"
+        )
     if not (np.isfinite(tau).all() and np.isfinite(s).all()):
         raise ValidationError("true_uplift/score: missing (NaN) or infinite values")
     return tau, s
@@ -306,7 +312,11 @@ def evaluate(
     y, w, s = _check(y, treatment, score)
     pct = round(k * 100)
     out: dict[str, float] = {}
-    for name, fn, kw in (("qini", qini_coefficient, {}), ("auuc", auuc, {}), (f"uplift_at_{pct}", uplift_at_k, {"k": k})):
+    for name, fn, kw in (
+        ("qini", qini_coefficient, {}),
+        ("auuc", auuc, {}),
+        (f"uplift_at_{pct}", uplift_at_k, {"k": k}),
+    ):
         est, lo, hi = bootstrap_ci(fn, y, w, s, n_boot=n_boot, seed=seed, **kw)
         out[name], out[f"{name}_lo"], out[f"{name}_hi"] = est, lo, hi
     out["qini_area"] = qini_area(y, w, s)

@@ -1,0 +1,164 @@
+"""The deployable uplift model: feature preparation + fitted learner + quadrant thresholds.
+
+:class:`UpliftModel` is what gets registered in MLflow (as ``uplift@champion``). Its
+``predict`` takes a DataFrame of *raw* features — exactly the columns, in the order,
+seen at training — and returns ``uplift`` (the learner's estimate, what targeting ranks
+by), ``p0`` (outcome without treatment), ``p1 = p0 + uplift`` (clipped to [0, 1] for
+binary outcomes) and ``quadrant`` per row
+(plus ``best_arm`` and ``uplift_<arm>`` columns for several treated arms). Missing,
+extra or reordered columns raise :class:`~mktlab.errors.SchemaError`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mktlab.errors import SchemaError
+from mktlab.uplift.data import FeaturePrep, UpliftData
+from mktlab.uplift.learners import UpliftLearner
+from mktlab.uplift.quadrants import QuadrantThresholds, assign_quadrants
+
+OUTPUT_COLUMNS = ["uplift", "p0", "p1", "quadrant"]
+
+
+class UpliftModel:
+    """Feature preparation, a fitted learner and quadrant thresholds in one object.
+
+    Parameters
+    ----------
+    prep : FeaturePrep
+        Fitted feature preparation.
+    learner : UpliftLearner
+        Learner fitted on ``prep``'s output.
+    thresholds : QuadrantThresholds, optional
+    info : dict, optional
+        Free-form description (data set, metrics) kept with the model.
+    """
+
+    def __init__(
+        self,
+        prep: FeaturePrep,
+        learner: UpliftLearner,
+        thresholds: QuadrantThresholds | None = None,
+        info: dict[str, Any] | None = None,
+    ):
+        self.prep = prep
+        self.learner = learner
+        self.thresholds = thresholds or QuadrantThresholds()
+        self.info = dict(info or {})
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Raw feature columns ``predict`` requires, in order."""
+        return list(self.prep.input_columns_)
+
+    @property
+    def arms(self) -> tuple:
+        return tuple(self.learner.arms_)
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Uplift, outcomes and quadrant of each row of raw features ``X``.
+
+        Raises
+        ------
+        SchemaError
+            ``X`` is not a DataFrame with exactly :attr:`input_columns` in that order.
+        """
+        if not isinstance(X, pd.DataFrame):
+            raise SchemaError(
+                f"input: expected a pandas DataFrame of {self.input_columns}, got {type(X).__name__}"
+            )
+        feats = self.prep.transform(X)
+        mu0, taus = self.learner.predict_components(feats)
+        binary = self.learner.outcome_type_ == "binary"
+        if taus.ndim == 1:
+            tau = taus
+            p1 = mu0 + tau
+            out = pd.DataFrame(
+                {"uplift": tau, "p0": mu0, "p1": np.clip(p1, 0, 1) if binary else p1}, index=X.index
+            )
+        else:
+            best = taus.argmax(axis=1)
+            rows = np.arange(len(best))
+            tau = taus[rows, best]
+            p1 = mu0 + tau
+            out = pd.DataFrame(
+                {"uplift": tau, "p0": mu0, "p1": np.clip(p1, 0, 1) if binary else p1}, index=X.index
+            )
+            out["best_arm"] = np.asarray([str(a) for a in self.arms], dtype=object)[best]
+            for j, a in enumerate(self.arms):
+                out[f"uplift_{a}"] = taus[:, j]
+        out.insert(3, "quadrant", assign_quadrants(mu0, tau, self.thresholds))
+        return out
+
+    def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
+        """Just the learner's uplift (``(n,)`` or ``(n, n_arms)``) for raw features ``X``."""
+        return self.learner.predict(self.prep.transform(X))
+
+    def __repr__(self) -> str:
+        return f"UpliftModel({type(self.learner).__name__}, arms={self.arms}, inputs={len(self.input_columns)})"
+
+
+def fit_uplift_model(
+    data: UpliftData,
+    learner: UpliftLearner,
+    *,
+    thresholds: QuadrantThresholds | None = None,
+    info: dict[str, Any] | None = None,
+) -> UpliftModel:
+    """Fit feature preparation and ``learner`` on all of ``data``; return the model."""
+    prep = FeaturePrep().fit(data.X)
+    learner.fit(prep.transform(data.X), data.treatment, data.y, p=data.propensity)
+    return UpliftModel(prep, learner, thresholds, info={"data": data.name, **(info or {})})
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a logged uplift model (avoids MLflow's inference subprocess)."""
+    reqs = []
+    for pkg in (
+        "mlflow",
+        "pandas",
+        "numpy",
+        "scikit-learn",
+        "lightgbm",
+        "causalml",
+        "econml",
+        "cloudpickle",
+    ):
+        try:
+            reqs.append(f"{pkg}=={md.version(pkg)}")
+        except md.PackageNotFoundError:
+            continue
+    return reqs
+
+
+def log_model(
+    model: UpliftModel, *, registered_model_name: str | None = None, name: str = "model"
+) -> Any:
+    """Log ``model`` to the active MLflow run as a pyfunc (optionally registering it).
+
+    Returns the MLflow ``ModelInfo``. No MLflow signature is attached on purpose: MLflow
+    would silently reorder columns, and the model itself validates its input.
+    """
+    from mktlab import tracking
+
+    return tracking.log_python_predictor(
+        model,
+        name=name,
+        registered_model_name=registered_model_name,
+        pip_requirements=pip_requirements(),
+        metadata={
+            "input_columns": model.input_columns,
+            "output_columns": OUTPUT_COLUMNS,
+            "learner": type(model.learner).__name__,
+            "arms": [str(a) for a in model.arms],
+            "quadrant_thresholds": {
+                "uplift": model.thresholds.uplift,
+                "response": model.thresholds.response,
+            },
+        },
+    )
