@@ -46,6 +46,14 @@ test-fast: $(STAMP) ## run the tests without the notebooks
 lab: $(STAMP) ## open JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
+.PHONY: serve
+serve: $(STAMP) ## serve the @champion models on localhost:3000 (MKTLAB_SERVICE_PORT); `mktlab models import` first
+	$(PY) -m mktlab.service.server
+
+.PHONY: bento
+bento: $(STAMP) ## build a Bento of the service into models/ (then: BENTOML_HOME=models bentoml serve mktlab:latest)
+	$(PY) -m mktlab.service.server --build
+
 .PHONY: bench
 bench: $(STAMP) ## run every benchmark in benchmarks/ (full sizes; minutes)
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done

@@ -114,3 +114,78 @@ def quiet_tools() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+# --- the model service (issue 10) ----------------------------------------------------
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Settings of the BentoML model service (``mktlab.service``).
+
+    Environment: ``MKTLAB_SERVICE_HOST`` / ``_PORT`` / ``_WORKERS``, ``MKTLAB_UPLIFT_THRESHOLD``
+    (treat when predicted uplift >= it), ``MKTLAB_SERVICE_MAX_BATCH`` (rows or journeys per
+    request), ``MKTLAB_SERVICE_MAX_BODY`` (bytes), ``MKTLAB_SERVICE_NAMESPACE`` (Redis key
+    prefix of the issuer and the service; tests sharing one Redis use their own),
+    ``MKTLAB_SERVICE_THREADS`` (request threads per worker: they overlap Redis/ledger waits),
+    ``MKTLAB_ISSUE_DURABILITY`` (``ledger``: answer after the ledger commit; ``outbox``:
+    answer once Redis decided, a background drainer commits to the ledger).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = 1
+    uplift_threshold: float = 0.01
+    max_batch: int = 1000
+    max_body_bytes: int = 2_000_000
+    namespace: str = "mktlab:cp"
+    threads: int = 4
+    durability: str = "ledger"
+
+
+def _env_number(name: str, default, kind):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a {kind.__name__}") from None
+
+
+def service_settings() -> ServiceSettings:
+    """Read the service's settings from the environment now."""
+    s = ServiceSettings(
+        host=os.environ.get("MKTLAB_SERVICE_HOST") or ServiceSettings.host,
+        port=_env_number("MKTLAB_SERVICE_PORT", ServiceSettings.port, int),
+        workers=_env_number("MKTLAB_SERVICE_WORKERS", ServiceSettings.workers, int),
+        uplift_threshold=_env_number(
+            "MKTLAB_UPLIFT_THRESHOLD", ServiceSettings.uplift_threshold, float
+        ),
+        max_batch=_env_number("MKTLAB_SERVICE_MAX_BATCH", ServiceSettings.max_batch, int),
+        max_body_bytes=_env_number("MKTLAB_SERVICE_MAX_BODY", ServiceSettings.max_body_bytes, int),
+        namespace=os.environ.get("MKTLAB_SERVICE_NAMESPACE") or ServiceSettings.namespace,
+        threads=_env_number("MKTLAB_SERVICE_THREADS", ServiceSettings.threads, int),
+        durability=os.environ.get("MKTLAB_ISSUE_DURABILITY") or ServiceSettings.durability,
+    )
+    if s.durability not in ("ledger", "outbox"):
+        raise ConfigError(
+            f"MKTLAB_ISSUE_DURABILITY={s.durability!r}: expected 'ledger' or 'outbox'"
+        )
+    for name in ("port", "workers", "threads", "max_batch", "max_body_bytes"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"service setting {name}={getattr(s, name)}: must be >= 1")
+    return s
+
+
+def use_bentoml_home() -> Path:
+    """Point BentoML at :func:`bentoml_home` (``BENTOML_HOME``) before it is imported."""
+    home = bentoml_home()
+    os.environ["BENTOML_HOME"] = str(home)
+    quiet_tools()
+    return home
+
+
+def child_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process (e.g. ``bentoml serve``): ours plus ``overrides``."""
+    env = dict(os.environ)
+    env.update(overrides or {})
+    return env

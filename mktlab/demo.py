@@ -15,7 +15,7 @@ import click
 import pandas as pd
 
 from mktlab import tracking
-from mktlab.config import settings
+from mktlab.config import env_flag, settings
 
 
 def _world(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +126,48 @@ def _experiments(ctx: dict[str, Any]) -> dict[str, Any]:
     return {**headline, **figs}
 
 
+def _uplift(ctx: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from mktlab.uplift import hillstrom_data, train, world_data
+
+    # Hillstrom (real, randomised): all learners on shared folds; reported, not served.
+    quick = ctx["users"] < 200_000  # small demo runs (tests) train fewer learners
+    learners = ["s", "t", "x"] if quick else None
+    hres = train(
+        hillstrom_data(ctx["hillstrom"]),
+        learners=learners,
+        n_splits=3 if quick else 5,
+        register=False,
+        explain=False,
+    )
+    click.echo(
+        f"hillstrom champion {hres.champion}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in hres.metrics.items() if "@" in k or "qini" in k)
+    )
+    # The world's randomised campaign C001 (a 50k sample): the champion the service serves.
+    wd = world_data(ctx["world"], campaign_id="C001")
+    idx = np.random.default_rng(ctx["seed"]).choice(
+        len(wd), size=min(50_000, len(wd)), replace=False
+    )
+    wres = train(
+        wd.subset(np.sort(idx)), learners=learners, n_splits=3, register=True, explain=False
+    )
+    click.echo(
+        f"world champion {wres.champion} registered as uplift@champion v{wres.model_version}"
+    )
+    ctx["uplift_registered"] = True
+    h, w = hres.metrics, wres.metrics
+    return {
+        "uplift_hillstrom_champion": hres.champion,
+        "uplift_hillstrom_qini": h.get("qini", float("nan")),
+        "uplift_world_champion": wres.champion,
+        "uplift_version": wres.model_version,
+        **{f"uplift_hillstrom_{k}": v for k, v in h.items()},
+        **{f"uplift_world_{k}": v for k, v in w.items()},
+    }
+
+
 def _sandbox(ctx: dict[str, Any]) -> dict[str, Any]:
     from mktlab.sandbox import (
         CouponTerms,
@@ -144,11 +186,11 @@ def _sandbox(ctx: dict[str, Any]) -> dict[str, Any]:
         Strategy("everyone", Policy("all"), coupon=terms),
         Strategy("random-30%", Policy("random", rate=0.3), coupon=terms),
     ]
-    if ctx.get("uplift_world_model") is not None:
+    if ctx.get("uplift_registered"):
         strategies.append(
             Strategy(
                 "uplift-top-30%",
-                Policy("uplift_threshold", model=ctx["uplift_world_model"], top_fraction=0.3),
+                Policy("uplift_threshold", model="uplift", top_fraction=0.3),
                 coupon=terms,
             )
         )
@@ -244,6 +286,7 @@ STAGES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("audiences", _audiences),
     ("hillstrom", _hillstrom),
     ("a/b analysis", _experiments),
+    ("uplift", _uplift),
     ("sandbox", _sandbox),
     ("attribution", _attribution),
     ("rl policy", _rl),
@@ -251,12 +294,18 @@ STAGES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
 ]
 
 
-def run_demo(users: int = 1_000_000, seed: int = 42) -> pd.DataFrame:
-    """Run every stage, then log the demo run to MLflow; return the summary table.
+def run_demo(
+    users: int = 1_000_000, seed: int = 42, *, serve: bool = True, exit_after: bool | None = None
+) -> pd.DataFrame:
+    """Run every stage, log the demo run to MLflow, then start the model service.
 
     Stages log their own MLflow runs (each capability has its experiment); the
-    ``demo`` experiment gets one run with every stage's figures and timings.
+    ``demo`` experiment gets one run with every stage's figures and timings. The model
+    service then starts and answers a handful of real requests; it keeps serving until
+    Ctrl+C unless ``exit_after`` (default: the ``DEMO_EXIT`` flag) says to stop.
     """
+    if exit_after is None:
+        exit_after = env_flag("DEMO_EXIT")
     ctx: dict[str, Any] = {"users": users, "seed": seed}
     rows = []
     metrics: dict[str, float] = {}
@@ -267,24 +316,28 @@ def run_demo(users: int = 1_000_000, seed: int = 42) -> pd.DataFrame:
         dt = time.perf_counter() - t0
         metrics.update({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
         metrics[f"seconds_{name.replace(' ', '_')}"] = dt
+        shown = list(figures.items())[:HEADLINE]
         rows.append(
             {
                 "stage": name,
                 "seconds": round(dt, 2),
-                "figures": ", ".join(f"{k}={_fmt(v)}" for k, v in list(figures.items())[:HEADLINE]),
+                "figures": ", ".join(f"{k}={_fmt(v)}" for k, v in shown),
             }
         )
-    with tracking.start_run(
-        "demo", run_name=f"demo-{users}", params={"users": users, "seed": seed}
-    ):
+    params = {"users": users, "seed": seed}
+    with tracking.start_run("demo", run_name=f"demo-{users}", params=params):
         tracking.log_metrics(metrics)
     summary = pd.DataFrame(rows)
     click.secho("\n== summary", bold=True)
     with pd.option_context("display.max_colwidth", 200, "display.width", 200):
         click.echo(summary.to_string(index=False))
-    click.echo(
-        f"\nMLflow: {settings().mlflow_tracking_uri} (experiment 'demo'); data under {settings().data_dir}"
-    )
+    s = settings()
+    click.echo(f"\nMLflow: {s.mlflow_tracking_uri} (experiment 'demo'); data under {s.data_dir}")
+    if serve:
+        from mktlab.service.demo import run_service_demo
+
+        click.secho("\n== model service", bold=True)
+        run_service_demo(exit_after=exit_after)
     return summary
 
 
@@ -295,6 +348,15 @@ def _fmt(v: Any) -> str:
 @click.command("demo")
 @click.option("--users", type=int, default=1_000_000, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-def demo_command(users: int, seed: int) -> None:
-    """Run the main job end to end on the embedded defaults."""
-    run_demo(users, seed)
+@click.option(
+    "--serve/--no-serve", default=True, show_default=True, help="End with the live model service."
+)
+@click.option(
+    "--exit/--stay",
+    "exit_after",
+    default=None,
+    help="Stop the service after its requests (default: DEMO_EXIT).",
+)
+def demo_command(users: int, seed: int, serve: bool, exit_after: bool | None) -> None:
+    """Run the main job end to end on the embedded defaults, ending with the live service."""
+    run_demo(users, seed, serve=serve, exit_after=exit_after)

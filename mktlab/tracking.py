@@ -318,3 +318,9 @@ def log_python_predictor(
 def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> None:
     """Log a local file or folder as an artifact of the active run."""
     _mlflow().log_artifact(str(local_path), artifact_path)
+
+
+def load_pyfunc_uri(uri: str) -> Any:
+    """Load any MLflow model URI (``models:/name/3``, ``runs:/...``) as a pyfunc (for the service)."""
+    tracking_uri()
+    return _mlflow().pyfunc.load_model(uri)

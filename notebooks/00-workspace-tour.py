@@ -78,10 +78,10 @@ rates
 # %%
 results = {
     "world_users": int(world.meta["n_users"]),
-    "identity_rows": int(len(ids)),
+    "identity_rows": len(ids),
     "quadrants": int(shares.size),
     "persuadable_share": float(shares["persuadable"]),
-    "hillstrom_rows": int(len(hill)),
+    "hillstrom_rows": len(hill),
     "hillstrom_visit_womens": float(rates.loc["Womens E-Mail", "visit"]),
     "data_dir": str(settings().data_dir),
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def _mktlab(*args: str, env_root=None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -42,12 +44,52 @@ def test_data_check_reports_hillstrom():
     assert "hillstrom: 64,000 rows" in out.stdout
 
 
-def test_demo_small_runs_end_to_end(workspace):
-    out = _mktlab("demo", "--users", "3000", "--seed", "5")
-    assert out.returncode == 0, out.stderr
-    assert "== summary" in out.stdout
+@pytest.mark.slow
+def test_demo_small_runs_end_to_end_and_exits(workspace):
+    """``make demo`` on a small world: every stage, then the live service answers and stops."""
+    import os
+    import uuid
+
+    from mktlab.service.server import free_port
+
+    env = {
+        **os.environ,
+        "DEMO_EXIT": "1",
+        "MKTLAB_SERVICE_PORT": str(free_port()),
+        "MKTLAB_SERVICE_NAMESPACE": f"test-demo:{uuid.uuid4().hex[:8]}:cp",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "mktlab.cli", "demo", "--users", "5000", "--seed", "5"],
+        capture_output=True, text=True, timeout=1800, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    for stage in (
+        "identity",
+        "audiences",
+        "uplift",
+        "sandbox",
+        "attribution",
+        "rl policy",
+        "coupon flash sale",
+    ):
+        assert f"== {stage}" in text, stage
+    assert "== summary" in text
+    assert (
+        "flash sale correct (issued == min(stock, users), no duplicates, ledger == Redis): True"
+        in text
+    )
+    # the live service answered real requests, then stopped as asked
+    assert "POST /uplift  [HTTP 200]" in text
+    assert "POST /next_action  [HTTP 200]" in text
+    assert '"status": "issued"' in text
+    assert '"replayed": true' in text
+    assert "stopping the service (exit requested)" in text
     from mktlab import tracking
 
     runs = tracking.runs("demo")
-    assert len(runs) >= 1
-    assert runs.iloc[0]["metrics.world_users"] == 3000
+    row = runs.sort_values("start_time").iloc[-1]
+    assert row["metrics.world_users"] == 5000
+    assert row["metrics.identity_f1"] > 0.98
+    assert row["metrics.coupons_ok"] == 1
+    assert tracking.champion_version("uplift") is not None

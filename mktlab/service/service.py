@@ -1,0 +1,161 @@
+"""The BentoML service: ``bentoml serve mktlab.service:MktlabService``.
+
+Importing this module reads the BentoML model store (``settings().models_dir``): the
+newest ``uplift`` model is required (a clear :class:`~mktlab.errors.ConfigError`
+otherwise), ``attribution`` and ``rl_policy`` are served when present. Their recorded
+input schemas become the typed bodies of ``/uplift`` and ``/next_action``.
+
+Endpoints: ``POST /uplift`` (batchable), ``POST /next_action``, ``POST /attribute``,
+``POST /issue``, ``GET /campaigns/{campaign_id}``, ``GET /healthz`` (JSON health with the
+served model versions), ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from mktlab.config import service_settings
+from mktlab.errors import MktlabError
+from mktlab.service import schemas, store
+from mktlab.service.core import ServiceCore
+from mktlab.service.http import MktlabHTTPMiddleware, error_body, error_response, status_of
+from mktlab.service.metrics import metrics
+
+bentoml = store.bentoml_module()
+from fastapi import FastAPI  # noqa: E402  (after BENTOML_HOME is set)
+from fastapi.responses import JSONResponse  # noqa: E402
+
+CFG = service_settings()
+SERVED = store.require_models()
+
+UpliftFeatures = schemas.feature_row_model(SERVED["uplift"].metadata, "UpliftFeatures")
+StateFeatures = schemas.feature_row_model(
+    (SERVED["rl_policy"] if "rl_policy" in SERVED else SERVED["uplift"]).metadata, "StateFeatures"
+)
+MAX = CFG.max_batch
+
+routes = FastAPI(title="mktlab GET routes", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _observe(endpoint: str, t0: float) -> None:
+    metrics()["latency"].labels(endpoint=endpoint).observe(time.perf_counter() - t0)
+
+
+def _fail(endpoint: str, exc: BaseException) -> Any:
+    metrics()["errors"].labels(endpoint=endpoint, status=str(status_of(exc))).inc()
+    if not isinstance(exc, MktlabError):
+        import logging
+
+        logging.getLogger("mktlab.service").exception("%s failed", endpoint)
+    return error_response(exc)
+
+
+@bentoml.asgi_app(routes, path="/")
+@bentoml.service(
+    name="mktlab",
+    workers=CFG.workers,
+    threads=CFG.threads,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},
+)
+class MktlabService:
+    """Uplift, next best action, attribution and coupon issuance over HTTP."""
+
+    uplift_model = bentoml.models.BentoModel(SERVED["uplift"].tag)
+    if "attribution" in SERVED:
+        attribution_model = bentoml.models.BentoModel(SERVED["attribution"].tag)
+    if "rl_policy" in SERVED:
+        rl_policy_model = bentoml.models.BentoModel(SERVED["rl_policy"].tag)
+
+    def __init__(self) -> None:
+        self.core = ServiceCore.from_store(SERVED)  # exactly the models this class declared
+        metrics()
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        self.core.close()
+
+    # adaptive batching: concurrent one-row requests share one model call (a 64-row call
+    # costs about what a 1-row call does). The dispatcher sheds load with 503 only when a
+    # request would wait longer than max_latency_ms, far above the latency we aim for.
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=MAX, max_latency_ms=5000)
+    def uplift(
+        self, rows: Annotated[list[UpliftFeatures], Field(min_length=1, max_length=MAX)]
+    ) -> list[schemas.UpliftResult]:
+        """Uplift, both outcome probabilities, quadrant and treat/no-treat per feature row."""
+        t0 = time.perf_counter()
+        answers = self.core.uplift([r.model_dump(by_alias=True) for r in rows])
+        _observe("uplift", t0)
+        return [schemas.UpliftResult(**a) for a in answers]
+
+    @bentoml.api
+    def next_action(
+        self, state: StateFeatures, user_id: schemas.UserId | None = None
+    ) -> schemas.NextActionResponse:
+        """The RL policy's action for a user state (a stated fallback rule without a policy)."""
+        t0 = time.perf_counter()
+        try:
+            out = self.core.next_action(state.model_dump(by_alias=True), user_id=user_id)
+        except Exception as exc:
+            return _fail("next_action", exc)
+        _observe("next_action", t0)
+        return schemas.NextActionResponse(**out)
+
+    @bentoml.api
+    def attribute(
+        self, journeys: Annotated[list[schemas.Journey], Field(min_length=1, max_length=MAX)]
+    ) -> schemas.AttributeResponse:
+        """Channel credits per journey and in total from the fitted attribution."""
+        t0 = time.perf_counter()
+        try:
+            out = self.core.attribute([j.model_dump() for j in journeys])
+        except Exception as exc:
+            return _fail("attribute", exc)
+        _observe("attribute", t0)
+        return schemas.AttributeResponse(**out)
+
+    @bentoml.api
+    def issue(
+        self,
+        campaign_id: schemas.CampaignId,
+        user_id: schemas.UserId,
+        request_id: schemas.RequestId,
+        context: schemas.IssueContext | None = None,
+    ) -> schemas.IssueResponse:
+        """Eligibility (audience, fatigue cap, uplift) then the Redis issuer; idempotent by request_id."""
+        t0 = time.perf_counter()
+        ctx = context.model_dump(exclude_none=True) if context is not None else {}
+        try:
+            out = self.core.issue(campaign_id, user_id, request_id, ctx)
+        except Exception as exc:
+            metrics()["issue"].labels(
+                status="error", reason=type(exc).__name__, replayed="false"
+            ).inc()
+            return _fail("issue", exc)
+        metrics()["issue"].labels(
+            status=out["status"], reason=out["reason"] or "", replayed=str(out["replayed"]).lower()
+        ).inc()
+        _observe("issue", t0)
+        return schemas.IssueResponse(**out)
+
+    @routes.get("/campaigns/{campaign_id}")
+    def campaign(self, campaign_id: str) -> Any:
+        """Stock, issued, remaining, budget and budget used of a campaign."""
+        t0 = time.perf_counter()
+        try:
+            out = self.core.campaign(campaign_id)
+        except Exception as exc:
+            metrics()["errors"].labels(endpoint="campaigns", status=str(status_of(exc))).inc()
+            return JSONResponse(error_body(exc), status_code=status_of(exc))
+        _observe("campaigns", t0)
+        return out
+
+
+MktlabService.add_asgi_middleware(
+    MktlabHTTPMiddleware,
+    max_body_bytes=CFG.max_body_bytes,
+    api_paths=("/uplift", "/next_action", "/attribute", "/issue"),
+)
