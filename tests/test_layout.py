@@ -109,6 +109,6 @@ def test_only_config_reads_environment_and_only_tracking_imports_mlflow():
                 f"{rel} imports mlflow"
             )
         if not rel.startswith(("service/", "cli/")) and rel != "demo.py":  # orchestration may
-            assert not re.search(r"^\s*(from mktlab\.service|import mktlab\.service)", text, re.M), (
-                f"{rel} imports the service"
-            )
+            assert not re.search(
+                r"^\s*(from mktlab\.service|import mktlab\.service)", text, re.M
+            ), f"{rel} imports the service"

@@ -29,7 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sandbox": ("mktlab.sandbox.cli:sandbox", "Replay strategies over logged data."),
     "rl": ("mktlab.rl.cli:rl", "Reinforcement-learning policies."),
     "models": ("mktlab.service.cli:models", "Promote and import served models."),
-    "experiments": ("mktlab.experiments.cli:experiments", "A/B experiments: design, assign, analyse."),
+    "experiments": (
+        "mktlab.experiments.cli:experiments",
+        "A/B experiments: design, assign, analyse.",
+    ),
     "ab": ("mktlab.experiments.cli:ab", "A/B experiments (alias of `experiments`)."),
     "demo": ("mktlab.demo:demo_command", "Run the main job end to end."),
 }
