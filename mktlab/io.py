@@ -63,3 +63,23 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def read_table(path: str | os.PathLike[str], what: str = "path") -> Any:
+    """Read a CSV, TSV or Parquet file into a DataFrame, choosing the reader by suffix.
+
+    ``what`` names the option or argument the path came from, for the error message.
+    """
+    import pandas as pd
+
+    from mktlab.errors import ValidationError
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(p)
+    if suffix in (".csv", ".txt"):
+        return pd.read_csv(p)
+    if suffix == ".tsv":
+        return pd.read_csv(p, sep="\t")
+    raise ValidationError(f"{what}: {p.name}: expected .csv, .tsv or .parquet")

@@ -8,17 +8,7 @@ import click
 import pandas as pd
 
 from mktlab.errors import DataError, ValidationError
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".txt"):
-        return pd.read_csv(path)
-    if suffix == ".tsv":
-        return pd.read_csv(path, sep="\t")
-    raise ValidationError(f"--paths: {path.name}: expected .csv, .tsv or .parquet")
+from mktlab.io import read_table
 
 
 def _first(df: pd.DataFrame, names: tuple[str, ...]) -> str | None:
@@ -29,7 +19,7 @@ def _paths_from_file(path: Path, sep: str, lookback_days, *, cut_at_conversion: 
     """An aggregated path table, or (no path column) a one-row-per-touch log."""
     from mktlab.attribution.paths import Paths
 
-    df = _read_table(path)
+    df = read_table(path, "--paths")
     if _first(df, ("path", "paths", "channel_path")) is not None:
         return Paths.from_frame(df, sep=sep)
     ts_col = _first(df, ("ts", "time", "timestamp", "date"))

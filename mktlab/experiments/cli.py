@@ -8,17 +8,7 @@ import click
 import pandas as pd
 
 from mktlab.errors import ValidationError
-
-
-def _read_table(path: Path, what: str) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".txt"):
-        return pd.read_csv(path)
-    if suffix == ".tsv":
-        return pd.read_csv(path, sep="\t")
-    raise ValidationError(f"{what}: {path.name}: expected .csv, .tsv or .parquet")
+from mktlab.io import read_table
 
 
 def _weights(spec: str, name: str) -> dict[str, float]:
@@ -134,7 +124,7 @@ def analyze_command(
     (arm, metric, n, successes | mean, std)."""
     from mktlab.experiments.analysis import analyze, analyze_summary
 
-    df = _read_table(results, "results")
+    df = read_table(results, "results")
     name = name or results.stem
     if {"metric", "n"} <= set(df.columns) and (
         {"successes", "conversions"} & set(df.columns) or {"mean", "std"} <= set(df.columns)
@@ -207,7 +197,7 @@ def assign_command(ids_file, id_col, experiment, arms, traffic, out) -> None:
     from mktlab.experiments.assignment import Experiment
     from mktlab.io import atomic_path, write_parquet
 
-    df = _read_table(ids_file, "ids_file")
+    df = read_table(ids_file, "ids_file")
     require_columns(df, [id_col], table=str(ids_file.name))
     exp = Experiment(experiment, _weights(arms, "--arms"), traffic)
     res = pd.DataFrame({id_col: df[id_col], "arm": exp.assign(df[id_col]).to_numpy()})
@@ -257,7 +247,7 @@ def monitor_command(
     guardrail breach, a sample ratio mismatch or (optionally) a win."""
     from mktlab.experiments.sequential import Guardrail, monitor
 
-    df = _read_table(data_file, "data_file")
+    df = read_table(data_file, "data_file")
     rails = []
     for g in guardrails:
         name, _, direction = g.partition(":")
