@@ -196,15 +196,9 @@ def log_attribution(
             tracking.log_figure(figure, "comparison.png")
         # no input example on purpose: MLflow would infer a strict schema from it and
         # refuse integer conversions or a missing optional column at serving time
-        info = tracking.log_pyfunc_model(
-            model,
-            name="model",
-            registered_model_name=model_name if register else None,
-        )
+        info = tracking.log_pyfunc_model(model, name="model")
         run_id = run.info.run_id
     version = None
     if register:
-        version = str(info.registered_model_version)
-        if alias:
-            tracking.set_alias(model_name, version, alias)
+        version = tracking.register_model(info.model_uri, model_name, alias=alias or None)
     return {"run_id": run_id, "model_uri": info.model_uri, "version": version}

@@ -274,7 +274,6 @@ def log_policy(
         info = tracking.log_python_predictor(
             result.policy,
             name="policy",
-            registered_model_name=model_name if register else None,
             metadata={
                 "input_columns": list(OBS_COLUMNS),
                 "action_names": list(ACTIONS),
@@ -285,9 +284,7 @@ def log_policy(
         run_id = run.info.run_id
     version = None
     if register:
-        version = str(info.registered_model_version)
-        if alias:
-            tracking.set_alias(model_name, version, alias)
+        version = tracking.register_model(info.model_uri, model_name, alias=alias or None)
     return {"run_id": run_id, "model_uri": info.model_uri, "version": version}
 
 
