@@ -181,8 +181,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stock", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=400_000, help="mktlab requests (all workers)")
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument(
+        "--workers", type=int, default=2,
+        help="client processes (default 2: one per core of this machine; Redis needs CPU too)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--batch-size", type=int, default=32,
+        help="requests per issue_many (default 32; larger batches trade p99 for throughput)",
+    )  # fmt: skip
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--naive-stock", type=int, default=1_000)
     ap.add_argument("--naive-requests", type=int, default=10_000)
@@ -237,7 +243,6 @@ def main() -> None:
             if proc is not None:
                 proc.kill()
                 proc.wait()
-    best = max(results.values(), key=lambda s: s["throughput"])
     ceil_rps = ceil.get("evalsha_P16_rps") or ceil.get("evalsha_P1000_rps")
     print("\n== summary ==")
     print(
@@ -259,12 +264,12 @@ def main() -> None:
     print(
         f"mktlab correctness (exact issue count, no duplicates, no over-issue): {'MET' if correct else 'NOT MET'}"
     )
-    print(
-        f"target >= 50,000 decisions/s: {'MET' if best['throughput'] >= 50_000 else 'NOT MET'} ({best['throughput']:,.0f}/s)"
-    )
-    print(
-        f"target p99 per decision < 5 ms: {'MET' if best['p99_ms'] < 5 else 'NOT MET'} ({best['p99_ms']:.2f} ms)"
-    )
+    for d, s in results.items():  # both targets in the same run, per durability mode
+        tput, p99 = s["throughput"] >= 50_000, s["p99_ms"] < 5
+        print(
+            f"target ({d}) >= 50,000 decisions/s and p99 < 5 ms in one setting: "
+            f"{'MET' if tput and p99 else 'NOT MET'} ({s['throughput']:,.0f}/s, p99 {s['p99_ms']:.2f} ms)"
+        )
 
 
 if __name__ == "__main__":

@@ -100,6 +100,21 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[str]:
     return ["\n".join(str(x) for x in col) for col in zip(*rows)]
 
 
+def _outbox_row(d: str) -> dict[str, Any]:
+    # coupon.lua's entry(): user|seq|code|shard|home_shard|request_id|issued_at|lease_id
+    user, seq, code, src, home, rid, t, lid = d.split("|")
+    return {
+        "user_id": user,
+        "seq": int(seq),
+        "coupon_code": code,
+        "shard": int(src),
+        "home_shard": int(home),
+        "request_id": rid,
+        "lease_id": lid or None,
+        "issued_at": float(t),
+    }
+
+
 def home_shard(user_id: str, shards: int) -> int:
     """The shard holding ``user_id``'s claims: ``crc32(user_id) % shards``."""
     return zlib.crc32(user_id.encode()) % shards
@@ -158,6 +173,8 @@ class CouponIssuer:
         self._infos: dict[str, _Info] = {}
         self._leases: dict[str, _Lease] = {}
         self._lease_lock = threading.Lock()
+        self._acked: list[tuple[str, list[str]]] = []  # (outbox key, ids) to XDEL
+        self._acked_lock = threading.Lock()
         self._ledger_ok_at = 0.0
         self._ledger_down = False
         self._worker: threading.Thread | None = None
@@ -203,9 +220,12 @@ class CouponIssuer:
                             replies.append(exc)
                 else:
                     pipe = self.redis.pipeline(transaction=False)
+                    acked = self._take_acked()
+                    for key, ids in acked:  # outbox entries recorded by the previous call
+                        pipe.xdel(key, *ids)
                     for keys, args in calls:
                         pipe.evalsha(self._sha, len(keys), *keys, *args)
-                    replies = pipe.execute(raise_on_error=False)
+                    replies = pipe.execute(raise_on_error=False)[len(acked) :]
                 if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                     break
                 if attempt == 1:
@@ -686,20 +706,47 @@ class CouponIssuer:
         self._ledger_ok_at = time.monotonic()
         self._xdel(cid, xdel)
 
-    def _xdel(self, cid: str, xdel: dict[int, list[str]]) -> None:
+    def _xdel(self, cid: str, xdel: dict[int, list[str]], *, now: bool = False) -> None:
+        """Delete recorded entries from the outbox.
+
+        On a single Redis the deletions ride along with the next call's pipeline (one
+        round trip per batch instead of two); until then they sit in the outbox as
+        entries the ledger already holds, which a drain would re-insert harmlessly.
+        """
         if not xdel:
             return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
+        with self._acked_lock:
             for k, ids in xdel.items():
+                key = self._keys(cid, k)["outbox"]
                 for s in range(0, len(ids), 1000):
-                    pipe.xdel(self._keys(cid, k)["outbox"], *ids[s : s + 1000])
-            pipe.execute()
+                    self._acked.append((key, ids[s : s + 1000]))
+        if now or self._cluster:
+            self._flush_acked()
+
+    def _take_acked(self) -> list[tuple[str, list[str]]]:
+        with self._acked_lock:
+            acked, self._acked = self._acked, []
+        return acked
+
+    def _flush_acked(self) -> None:
+        acked = self._take_acked()
+        if not acked:
+            return
+        try:
+            if self._cluster:  # one key per command, routed to its node
+                for key, ids in acked:
+                    self.redis.xdel(key, *ids)
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for key, ids in acked:
+                    pipe.xdel(key, *ids)
+                pipe.execute()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             pass  # recorded already; the drainer or reconcile removes them later
 
     def drain(self, campaign_id: str | None = None, batch: int = 5000) -> int:
         """Move outbox entries into the ledger (idempotent); return how many were moved."""
+        self._flush_acked()
         cids = [campaign_id] if campaign_id else self.ledger.campaign_ids()
         moved = 0
         for cid in cids:
@@ -717,20 +764,9 @@ class CouponIssuer:
                         raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
                     if not entries:
                         break
-                    rows = [
-                        {
-                            "user_id": f["u"],
-                            "seq": int(f["s"]),
-                            "coupon_code": f["c"],
-                            "shard": int(f["k"]),
-                            "home_shard": int(f["h"]),
-                            "request_id": f["r"],
-                            "lease_id": f.get("l") or None,
-                            "issued_at": float(f["t"]),
-                        }
-                        for _, f in entries
-                    ]
-                    self._commit(cid, rows, {k: [eid for eid, _ in entries]})
+                    rows = [_outbox_row(f["d"]) for _, f in entries]
+                    self._commit(cid, rows, {})
+                    self._xdel(cid, {k: [eid for eid, _ in entries]}, now=True)
                     moved += len(rows)
         return moved
 
@@ -779,6 +815,7 @@ class CouponIssuer:
         """
         info = self._info(campaign_id)
         c = info.campaign
+        self._flush_acked()
         try:
             pipe = self.redis.pipeline(transaction=False)
             for k in range(c.shards):

@@ -52,7 +52,8 @@ class SimulationConfig:
     shards, prededuct_chunk, per_user_limit : int
         Campaign settings (see :class:`~mktlab.coupons.Campaign`).
     durability : {"ledger", "outbox"}
-        Issuer mode (see :class:`~mktlab.coupons.CouponIssuer`).
+        Issuer mode (see :class:`~mktlab.coupons.CouponIssuer`). With ``"outbox"`` the
+        calling process runs the drain worker while the sale runs, as a deployment would.
     retry_transient : bool
         Re-send requests that failed transiently (Redis down, ``not_ready``, ``paused``,
         ``ledger_backlog``) with the same request id until ``give_up_after`` seconds.
@@ -331,6 +332,9 @@ def simulate(
         }
         for idx in shares
     ]
+    if cfg.durability == "outbox":
+        # the outbox design: a worker drains the stream into the ledger while the sale runs
+        issuer.start_worker(interval=0.05)
     start = time.time()
     if cfg.workers == 0:
         outs = [_run_share(payloads[0])]
@@ -359,6 +363,7 @@ def simulate(
         for p in procs:
             p.join()
     wall = time.time() - start
+    issuer.close()  # stops the drain worker (after a last drain)
     n = len(df)
     status = np.zeros(n, dtype=np.int8)
     reason = np.empty(n, dtype=object)

@@ -293,3 +293,19 @@ def test_property_never_over_issues_or_double_issues(
         led.dispose()
         for key in redis_client.scan_iter(match=f"{ns}:*"):
             redis_client.delete(key)
+
+
+def test_recorded_outbox_entries_are_deleted_with_the_next_call(redis_client, ledger, ns, cid):
+    """Ledger mode: XDEL of recorded entries rides on the next pipeline (one round trip)."""
+    iss = CouponIssuer(redis=redis_client, ledger=ledger, namespace=ns)
+    iss.create_campaign(Campaign(cid, stock=100))
+    outbox = iss._keys(cid, 0)["outbox"]
+    assert reasons(iss.issue_many(cid, [(f"u{i}", f"r{i}") for i in range(4)])) == {"issued": 4}
+    assert ledger.count(cid) == 4
+    assert redis_client.xlen(outbox) == 4  # recorded; deletion waits for the next call
+    assert iss.issue(cid, "u9", "r9").issued
+    assert redis_client.xlen(outbox) == 1  # the four went with this call; u9's waits
+    assert iss.status(cid)["outbox_backlog"] == 0  # status flushes pending deletions
+    # a drain meanwhile re-inserts nothing: the ledger ignores rows it already holds
+    assert iss.drain(cid) == 0
+    assert ledger.count(cid) == 5

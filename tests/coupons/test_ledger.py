@@ -149,3 +149,29 @@ def test_unreachable_ledger_is_a_clear_error(redis_client, ns):
     with pytest.raises(ServiceUnavailableError, match="ledger database"):
         iss.create_campaign(Campaign("never", stock=5))
     assert not list(redis_client.scan_iter(match=f"{ns}:*"))
+
+
+def test_sqlite_writers_queue_on_the_lock_file_instead_of_polling(tmp_path):
+    """A writer waits on ``<db>.lock`` and proceeds the moment the holder lets go."""
+    import fcntl
+    import os
+    import time
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(url)
+    ledger.add_campaign(Campaign("W1", stock=5), salt="s")
+    fd = os.open(str(tmp_path / "ledger.db.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process is writing
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (ledger.record("W1", [_row("a")]), done.set()))
+    t.start()
+    time.sleep(0.3)
+    assert not done.is_set(), "record() wrote while another writer held the ledger lock"
+    released = time.perf_counter()
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    assert done.wait(5)
+    assert time.perf_counter() - released < 0.5
+    t.join()
+    os.close(fd)
+    assert ledger.count("W1") == 1
+    ledger.dispose()
