@@ -100,19 +100,11 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[str]:
     return ["\n".join(str(x) for x in col) for col in zip(*rows)]
 
 
-def _outbox_row(d: str) -> dict[str, Any]:
-    # coupon.lua's entry(): user|seq|code|shard|home_shard|request_id|issued_at|lease_id
+def _outbox_row(d: str) -> tuple[Any, ...]:
+    # coupon.lua's entry(): user|seq|code|shard|home_shard|request_id|issued_at|lease_id,
+    # which is ledger.ROW_FIELDS order
     user, seq, code, src, home, rid, t, lid = d.split("|")
-    return {
-        "user_id": user,
-        "seq": int(seq),
-        "coupon_code": code,
-        "shard": int(src),
-        "home_shard": int(home),
-        "request_id": rid,
-        "lease_id": lid or None,
-        "issued_at": float(t),
-    }
+    return (user, int(seq), code, int(src), int(home), rid, lid or None, float(t))
 
 
 def home_shard(user_id: str, shards: int) -> int:
@@ -451,7 +443,7 @@ class CouponIssuer:
                 out[i] = IssueResult(campaign_id, user, rid, "denied", "ineligible")
             else:
                 todo.append(i)
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []  # issued coupons in ledger.ROW_FIELDS order
         xdel: dict[int, list[str]] = defaultdict(list)
         if c.prededuct_chunk > 0:
             todo = self._issue_leased(info, reqs, todo, now, out, rows, xdel)
@@ -469,18 +461,7 @@ class CouponIssuer:
         parts = reply.split("|")
         if parts[0] == "I":
             seq, code, src = int(parts[1]), parts[2], int(parts[3])
-            rows.append(
-                {
-                    "user_id": user,
-                    "seq": seq,
-                    "coupon_code": code,
-                    "shard": src,
-                    "home_shard": home,
-                    "request_id": rid,
-                    "lease_id": None,
-                    "issued_at": now,
-                }
-            )
+            rows.append((user, seq, code, src, home, rid, None, now))  # ledger.ROW_FIELDS
             if len(parts) > 4 and parts[4]:  # the entry sits in the deciding shard's outbox
                 xdel[home].append(parts[4])
             return IssueResult(cid, user, rid, "issued", None, code, seq, src)
@@ -664,7 +645,7 @@ class CouponIssuer:
                             continue
                         if res.issued and r.count("|") >= 4:  # first issuance, not a replay
                             lease.remaining -= 1
-                            rows[-1]["lease_id"] = lease.lease_id
+                            rows[-1] = (*rows[-1][:6], lease.lease_id, rows[-1][7])
                         out[i] = res
                 if revoked:
                     # reconciliation moved the epoch on: the stock of this lease was
@@ -694,9 +675,9 @@ class CouponIssuer:
         return back
 
     # ------------------------------------------------------------------ ledger side
-    def _commit(self, cid: str, rows: list[dict], xdel: dict[int, list[str]]) -> None:
+    def _commit(self, cid: str, rows: list[tuple], xdel: dict[int, list[str]]) -> None:
         try:
-            self.ledger.record(cid, rows)
+            self.ledger.record_tuples(cid, rows)
         except ServiceUnavailableError as exc:
             self._ledger_down = True
             raise ServiceUnavailableError(
