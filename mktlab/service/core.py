@@ -322,24 +322,55 @@ class ServiceCore:
         cols = self.schemas.get(name, {}).get("input_columns")
         return list(cols) if cols else None
 
-    def _frame(self, rows: Sequence[Mapping[str, Any]], name: str) -> pd.DataFrame:
+    def _records_scorer(self, name: str) -> Any:
+        """The pickled predictor's ``predict_records`` (mktlab uplift models), else ``None``.
+
+        It scores raw rows without building DataFrames (see
+        :meth:`mktlab.uplift.UpliftModel.predict_records`); other pyfunc models go through
+        the DataFrame path of :meth:`_predict`.
+        """
+        key = f"{name}:records"
+        if key not in self._predictors:
+            fn = None
+            with contextlib.suppress(Exception):
+                predictor = getattr(self.models[name].unwrap_python_model(), "predictor", None)
+                if callable(getattr(predictor, "predict_records", None)):
+                    fn = predictor.predict_records
+            self._predictors[key] = fn
+        return self._predictors[key]
+
+    def _check_rows(self, rows: Sequence[Mapping[str, Any]], name: str) -> list[str] | None:
+        """Non-empty rows with exactly the model's input columns (each bad row named)."""
         cols = self.input_columns(name)
         if not rows:
             raise ValidationError("rows: no rows given")
-        if cols is None:
-            return pd.DataFrame.from_records(list(rows))
-        for i, r in enumerate(rows):
-            missing = [c for c in cols if c not in r]
-            extra = [c for c in r if c not in cols]
-            if missing or extra:
+        if cols is not None:
+            for i, r in enumerate(rows):
+                if len(r) == len(cols) and all(c in r for c in cols):
+                    continue
+                missing = [c for c in cols if c not in r]
+                extra = [c for c in r if c not in cols]
                 raise ValidationError(
                     f"rows[{i}]: missing feature(s) {missing or 'none'}, unexpected {extra or 'none'}; "
                     f"the {name} model takes {cols}"
                 )
+        return cols
+
+    def _frame(self, rows: Sequence[Mapping[str, Any]], name: str) -> pd.DataFrame:
+        cols = self._check_rows(rows, name)
+        if cols is None:
+            return pd.DataFrame.from_records(list(rows))
         return pd.DataFrame.from_records([[r[c] for c in cols] for r in rows], columns=cols)
 
-    def score(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-        """Predictions of the uplift champion (``uplift, p0, p1, quadrant``) for raw rows."""
+    def _score(self, rows: Sequence[Mapping[str, Any]], *, frame: bool) -> Any:
+        """Uplift predictions: a DataFrame, or (``frame=False``, fast path) a dict of arrays."""
+        fast = self._records_scorer("uplift")
+        if fast is not None:
+            self._check_rows(rows, "uplift")
+            try:
+                return fast(rows, as_frame=frame)
+            except MktlabError as exc:
+                raise ValidationError(f"rows: {exc}") from exc
         X = self._frame(rows, "uplift")
         try:
             out = self._predict("uplift", X)
@@ -351,13 +382,21 @@ class ServiceCore:
             )
         return out
 
+    def score(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """Predictions of the uplift champion (``uplift, p0, p1, quadrant``) for raw rows.
+
+        A mktlab uplift model scores the rows directly (``predict_records``: no DataFrame
+        of the rows, same numbers); any other pyfunc gets the rows as a DataFrame.
+        """
+        return self._score(rows, frame=True)
+
     def uplift(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """One answer per row: ``uplift, p0, p1, quadrant, treat``."""
-        out = self.score(rows)
-        n = len(out)
-        up = out["uplift"].to_numpy(dtype=float)
-        p0 = out["p0"].to_numpy(dtype=float) if "p0" in out else np.full(n, np.nan)
-        p1 = out["p1"].to_numpy(dtype=float) if "p1" in out else np.full(n, np.nan)
+        out = self._score(rows, frame=False)  # a DataFrame or a dict of arrays
+        up = np.asarray(out["uplift"], dtype=float)
+        n = len(up)
+        p0 = np.asarray(out["p0"], dtype=float) if "p0" in out else np.full(n, np.nan)
+        p1 = np.asarray(out["p1"], dtype=float) if "p1" in out else np.full(n, np.nan)
         quad = out["quadrant"].astype(str).tolist() if "quadrant" in out else [None] * n
         th = self.threshold
         return [

@@ -10,8 +10,9 @@ inside the registered MLflow model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -109,6 +110,7 @@ class FeaturePrep:
             else:
                 names.append(c)
         self.feature_names_ = names
+        self.__dict__.pop("_records_plan", None)
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -151,6 +153,139 @@ class FeaturePrep:
     def fit_transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """``fit(X).transform(X)``."""
         return self.fit(X).transform(X)
+
+    # ------------------------------------------------------------------ records
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_records_plan", None)  # a cache, rebuilt on first use
+        return state
+
+    def _plan(self) -> list[tuple[str, int, dict[str, int] | None]]:
+        plan = self.__dict__.get("_records_plan")
+        if plan is None:
+            plan, j = [], 0
+            for c in self.input_columns_:
+                levels = self.levels_.get(c)
+                if levels is None:
+                    plan.append((c, j, None))
+                    j += 1
+                else:
+                    plan.append((c, j, {lv: k for k, lv in enumerate(levels)}))
+                    j += len(levels)
+            self._records_plan = plan
+        return plan
+
+    def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`transform` of raw rows given as mappings, as a float32 ndarray.
+
+        Returns the same numbers as ``transform(pd.DataFrame(records)).to_numpy()``
+        (columns in ``feature_names_`` order) without building a DataFrame: the serving
+        path for a handful of rows. Every record must hold exactly :attr:`input_columns_`
+        (in any key order). Values are interpreted as pandas would interpret the column:
+        categorical values are compared as ``str`` of the column's values (a float column's
+        ``1`` is ``'1.0'``; missing values and unseen levels encode as all zeros); numeric
+        columns must hold numbers. Columns of unusual value types (mixed types, ``None``,
+        numpy scalars) are converted by pandas itself.
+
+        Raises
+        ------
+        SchemaError
+            A record is not a mapping, lacks columns or has extra ones (named with the
+            row); a numeric column holds a non-numeric value (column, row and value
+            named) or a missing value (column and rows named).
+        """
+        if not hasattr(self, "feature_names_"):
+            raise ValidationError("FeaturePrep is not fitted; call fit first")
+        if isinstance(records, Mapping | str | bytes):
+            raise SchemaError(
+                f"features: expected a sequence of records (mappings), got {type(records).__name__}"
+            )
+        if not isinstance(records, Sequence):
+            records = list(records)
+        plan = self._plan()
+        cols = self.input_columns_
+        ncols = len(cols)
+        for i, r in enumerate(records):
+            if not isinstance(r, Mapping):
+                raise SchemaError(
+                    f"features: row {i} is a {type(r).__name__}, not a mapping of column -> value"
+                )
+            if len(r) != ncols or not all(c in r for c in cols):
+                missing = [c for c in cols if c not in r]
+                extra = [k for k in r if k not in cols]
+                raise SchemaError(
+                    f"features: row {i}: missing column(s) {missing or 'none'}, unexpected "
+                    f"column(s) {extra or 'none'}; expected {cols}"
+                )
+        n = len(records)
+        out = np.zeros((n, len(self.feature_names_)), dtype=np.float32)
+        for c, j, index in plan:
+            vals = [r[c] for r in records]
+            if index is None:
+                out[:, j] = _numeric_values(c, vals)
+            else:
+                for i, v in enumerate(_category_strings(c, vals)):
+                    k = index.get(v) if type(v) is str else None
+                    if k is not None:
+                        out[i, j + k] = 1.0
+        return out
+
+
+_MAX_EXACT_INT = 2**53
+
+
+def _pandas_column(c: str, vals: list) -> pd.Series:
+    """The column as ``pd.DataFrame.from_records`` / ``pd.DataFrame(records)`` infers it."""
+    return pd.DataFrame.from_records([[v] for v in vals], columns=[c])[c]
+
+
+def _numeric_values(c: str, vals: list) -> np.ndarray:
+    """float32 values of a numeric column, as ``transform`` converts them."""
+    types = {type(v) for v in vals}
+    arr: np.ndarray | None = None
+    if types <= {float, int}:
+        if types == {int}:  # pandas: an int64 column, cast to float32
+            try:
+                arr = np.array(vals, dtype=np.int64).astype(np.float32)
+            except OverflowError:
+                arr = None
+        elif float not in types or all(
+            type(v) is float or -_MAX_EXACT_INT < v < _MAX_EXACT_INT for v in vals
+        ):  # pandas: a float64 column, cast to float32
+            arr = np.array(vals, dtype=np.float64).astype(np.float32)
+    if arr is None:
+        col = _pandas_column(c, vals)
+        try:
+            arr = col.to_numpy(dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            where = ""
+            for i, v in enumerate(vals):
+                try:
+                    np.asarray([v], dtype=object).astype(np.float32)
+                except (TypeError, ValueError):
+                    where = f"; row {i} holds {v!r}"
+                    break
+            raise SchemaError(
+                f"features: column {c!r} is not numeric ({col.dtype}{where})"
+            ) from exc
+    if np.isnan(arr).any():
+        bad = np.flatnonzero(np.isnan(arr))[:5].tolist()
+        raise SchemaError(f"features: column {c!r} has missing values (rows {bad})")
+    return arr
+
+
+def _category_strings(c: str, vals: list) -> list:
+    """``col.astype(str)`` of a categorical column: str per value, NaN where missing."""
+    types = {type(v) for v in vals}
+    if len(types) == 1:
+        t = next(iter(types))
+        if t is str:
+            return vals
+        if t is int or t is bool:  # int64 / bool column
+            return [str(v) for v in vals]
+        if t is float:  # float64 column; NaN stays missing
+            return [str(v) if v == v else None for v in vals]
+    return list(_pandas_column(c, vals).astype(str).to_numpy())
 
 
 @dataclass

@@ -12,6 +12,7 @@ extra or reordered columns raise :class:`~mktlab.errors.SchemaError`.
 from __future__ import annotations
 
 import importlib.metadata as md
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,25 +75,61 @@ class UpliftModel:
             )
         feats = self.prep.transform(X)
         mu0, taus = self.learner.predict_components(feats)
+        return pd.DataFrame(self._outputs(mu0, taus), index=X.index)
+
+    def predict_records(
+        self, records: Sequence[Mapping[str, Any]], *, as_frame: bool = True
+    ) -> pd.DataFrame | dict[str, np.ndarray]:
+        """:meth:`predict` of raw rows given as mappings (the serving fast path).
+
+        Same numbers, columns and dtypes as ``predict(pd.DataFrame(records))`` without any
+        DataFrame on the way: :meth:`FeaturePrep.transform_records` and the learner's
+        ndarray path (LightGBM components called through their boosters). Each record
+        must hold exactly :attr:`input_columns` (key order does not matter).
+
+        Parameters
+        ----------
+        records : sequence of mappings
+            One mapping of column -> raw value per row.
+        as_frame : bool, default True
+            ``False`` returns a dict of 1-D numpy arrays instead, keyed by the same column
+            names in the same order (``uplift, p0, p1, quadrant`` [``best_arm``,
+            ``uplift_<arm>`` ...]): float64 arrays, object arrays of str for ``quadrant``
+            and ``best_arm``. Cheaper for a handful of rows.
+
+        Raises
+        ------
+        SchemaError
+            No records, or a record with missing/extra columns or bad values (named).
+        DataError
+            Infinite numeric values.
+        """
+        feats = self.prep.transform_records(records)
+        if len(feats) == 0:
+            raise SchemaError(f"input: no records given; expected rows of {self.input_columns}")
+        mu0, taus = self.learner.predict_components(feats)
+        cols = self._outputs(mu0, taus)
+        return pd.DataFrame(cols) if as_frame else cols
+
+    def _outputs(self, mu0: np.ndarray, taus: np.ndarray) -> dict[str, np.ndarray]:
+        """Output columns, in order, from the learner's ``(mu0, uplift)``."""
         binary = self.learner.outcome_type_ == "binary"
         if taus.ndim == 1:
             tau = taus
-            p1 = mu0 + tau
-            out = pd.DataFrame(
-                {"uplift": tau, "p0": mu0, "p1": np.clip(p1, 0, 1) if binary else p1}, index=X.index
-            )
         else:
             best = taus.argmax(axis=1)
-            rows = np.arange(len(best))
-            tau = taus[rows, best]
-            p1 = mu0 + tau
-            out = pd.DataFrame(
-                {"uplift": tau, "p0": mu0, "p1": np.clip(p1, 0, 1) if binary else p1}, index=X.index
-            )
+            tau = taus[np.arange(len(best)), best]
+        p1 = mu0 + tau
+        out = {
+            "uplift": tau,
+            "p0": mu0,
+            "p1": np.clip(p1, 0, 1) if binary else p1,
+            "quadrant": assign_quadrants(mu0, tau, self.thresholds),
+        }
+        if taus.ndim > 1:
             out["best_arm"] = np.asarray([str(a) for a in self.arms], dtype=object)[best]
             for j, a in enumerate(self.arms):
                 out[f"uplift_{a}"] = taus[:, j]
-        out.insert(3, "quadrant", assign_quadrants(mu0, tau, self.thresholds))
         return out
 
     def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
