@@ -77,11 +77,11 @@ def start_redis(root: Path) -> subprocess.Popen | None:
     return proc
 
 
-def train_and_import() -> dict:
+def train_and_import(learner: str = "t") -> dict:
     from mktlab.service import store
     from mktlab.uplift import simulate, train
 
-    train(simulate(n=4000, seed=3), learners=["t"], n_estimators=50, n_splits=2, n_boot=10,
+    train(simulate(n=4000, seed=3), learners=[learner], n_estimators=50, n_splits=2, n_boot=10,
           explain=False, progress=False)  # fmt: skip
     return store.import_champions(["uplift"])["uplift"].metadata
 
@@ -114,7 +114,9 @@ async def _connection(host, port, path, bodies, stop_at, out):
                 if k.strip().lower() == b"content-length":
                     length = int(v)
             data = await reader.readexactly(length) if length else b""
-            out["lat"].append(time.perf_counter() - t0)
+            done = time.perf_counter()
+            out["lat"].append(done - t0)
+            out["done"].append(done)
             code = int(status_line.split()[1]) if status_line else 0
             out["codes"][code] = out["codes"].get(code, 0) + 1
             if path == "/issue" and code == 200:
@@ -155,7 +157,7 @@ def _uplift_bodies(schema: dict, seed: int):
 def loadgen(url: str, path: str, duration: float, connections: int, schema: dict, q) -> None:
     """Run in a separate process: drive ``path`` and put the measurements on ``q``."""
     host, port = url.removeprefix("http://").split(":")
-    out = {"lat": [], "codes": {}, "issued": [], "reasons": {}}
+    out = {"lat": [], "done": [], "codes": {}, "issued": [], "reasons": {}}
 
     async def main():
         stop_at = time.perf_counter() + duration
@@ -165,10 +167,11 @@ def loadgen(url: str, path: str, duration: float, connections: int, schema: dict
             tasks.append(_connection(host, int(port), path, bodies, stop_at, out))
         t0 = time.perf_counter()
         await asyncio.gather(*tasks)
-        return time.perf_counter() - t0
+        return t0, time.perf_counter() - t0
 
-    elapsed = asyncio.run(main())
+    t0, elapsed = asyncio.run(main())
     out["elapsed"] = elapsed
+    out["done"] = [d - t0 for d in out["done"]]
     q.put(out)
 
 
@@ -176,8 +179,13 @@ def summarize(out: dict) -> dict:
     lat = np.asarray(out["lat"]) * 1000
     n = len(lat)
     errors = sum(v for k, v in out["codes"].items() if k != 200)
+    # throughput per tenth of the run: a service that slows down as it runs shows here
+    done = np.asarray(out["done"])
+    edges = np.linspace(0, out["elapsed"], 11)
+    timeline = np.histogram(done, bins=edges)[0] / np.diff(edges) if n else np.zeros(10)
     return {
         "requests": n,
+        "timeline_rps": [round(float(x)) for x in timeline],
         "rps": n / out["elapsed"],
         "p50_ms": float(np.percentile(lat, 50)) if n else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if n else float("nan"),
@@ -316,6 +324,8 @@ def main() -> None:
         ok &= met
         print(f"  {path}: HTTP/in-process throughput ratio {ratio:.2f}; target >= {TARGET_RPS:.0f} req/s, "
               f"p99 < {TARGET_P99_MS:.0f} ms, 0 errors: {'MET' if met else 'NOT MET'}  codes={r['codes']}")  # fmt: skip
+    for path in ("/issue", "/uplift"):
+        print(f"  {path} req/s per tenth of the run: {results[path]['timeline_rps']}")
     print(f"  /issue answers: {results['/issue']['reasons']}")
     no_over = (
         over["ledger_rows"]

@@ -12,6 +12,7 @@ served model versions), ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenA
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Annotated, Any
 
@@ -73,6 +74,11 @@ class MktlabService:
     def __init__(self) -> None:
         self.core = ServiceCore.from_store(SERVED)  # exactly the models this class declared
         metrics()
+        # Everything loaded so far (BentoML, MLflow, the models) lives as long as the
+        # worker: move it out of the collector's reach, so a full collection scans only
+        # what requests allocate instead of pausing a request for a few hundred ms.
+        gc.collect()
+        gc.freeze()
 
     @bentoml.on_shutdown
     def _close(self) -> None:
