@@ -37,6 +37,25 @@ local function split(s)
   return t
 end
 
+local CHUNK = 1000  -- arguments per command: Lua's unpack() has a stack limit
+
+local function hmget_many(key, fields)
+  -- HMGET of any number of fields, in slices; missing fields come back as false
+  local out = {}
+  for s = 1, #fields, CHUNK do
+    local got = redis.call('HMGET', key, unpack(fields, s, math.min(#fields, s + CHUNK - 1)))
+    for j = 1, #got do out[s + j - 1] = got[j] end
+  end
+  return out
+end
+
+local function hset_many(key, flat)
+  -- HSET of field, value, field, value ... in slices
+  for s = 1, #flat, 2 * CHUNK do
+    redis.call('HSET', key, unpack(flat, s, math.min(#flat, s + 2 * CHUNK - 1)))
+  end
+end
+
 local function lookup(kcur, kprev, rid)
   local v = redis.call('HGET', kcur, rid)
   if not v then v = redis.call('HGET', kprev, rid) end
@@ -76,12 +95,36 @@ if op == 'issue' or op == 'issue_leased' then
   local issued, lissued = tonumber(m[11]), tonumber(m[12])
   local stock0, issued0, lissued0 = stock, issued, lissued
   local backlog = redis.call('XLEN', KEYS[3])
-  local stored_any = false
   local src = shard
   if leased then src = lsrc end
+  -- one read per key for the whole batch instead of three per request: stored answers
+  -- (current and previous bucket) and the users' claims; writes are collected and made
+  -- once at the end. The script is atomic, so locals stand in for the keys meanwhile.
+  local cur, old, held = hmget_many(KEYS[5], rids), hmget_many(KEYS[6], rids),
+    hmget_many(KEYS[2], users)
+  local seen, count, dirty = {}, {}, {}
+  local claim_writes, answer_writes = {}, {}
+  for i = 1, n do
+    if count[users[i]] == nil then count[users[i]] = tonumber(held[i] or '0') end
+  end
+  local function remember(rid, user, answer)
+    local v = user .. '|' .. answer
+    seen[rid] = v
+    answer_writes[#answer_writes + 1] = rid
+    answer_writes[#answer_writes + 1] = v
+  end
+  local function claim(user)
+    local c = count[user] + 1
+    count[user] = c
+    if not dirty[user] then
+      dirty[user] = true
+      claim_writes[#claim_writes + 1] = user
+    end
+    return c
+  end
   for i = 1, n do
     local user, rid = users[i], rids[i]
-    local prev = lookup(KEYS[5], KEYS[6], rid)
+    local prev = seen[rid] or cur[i] or old[i]
     local final = nil
     if prev then
       out[i] = answer_of(prev, user)
@@ -92,7 +135,7 @@ if op == 'issue' or op == 'issue_leased' then
     elseif leased and ARGV[6] ~= epoch then
       out[i] = 'D|lease_revoked'
     else
-      local c = tonumber(redis.call('HGET', KEYS[2], user) or '0')
+      local c = count[user]
       if now >= stop then
         final = 'D|expired'
       elseif c >= limit then
@@ -105,16 +148,14 @@ if op == 'issue' or op == 'issue_leased' then
         if fallback then
           -- hold the user's claim before any other shard is asked: from here on no
           -- concurrent request of this user can pass the claim check
-          local seq = c + 1
-          redis.call('HINCRBY', KEYS[2], user, 1)
+          local seq = claim(user)
           redis.call('HSET', KEYS[4], user .. '|' .. seq, rid .. '|' .. reason)
           final = 'F|' .. seq .. '|' .. reason
         else
           final = 'D|' .. reason
         end
       else
-        local seq = c + 1
-        redis.call('HINCRBY', KEYS[2], user, 1)
+        local seq = claim(user)
         local code = code_of(salt, user, seq)
         local id = redis.call('XADD', KEYS[3], '*', 'd', entry(user, seq, code, src, shard, rid,
           ARGV[2], lid))
@@ -127,23 +168,32 @@ if op == 'issue' or op == 'issue_leased' then
         end
         issued = issued + 1
         final = 'I|' .. seq .. '|' .. code .. '|' .. src
-        redis.call('HSET', KEYS[5], rid, user .. '|' .. final)
-        stored_any = true
+        remember(rid, user, final)
         out[i] = final .. '|' .. id
         final = nil
       end
       if final then
-        redis.call('HSET', KEYS[5], rid, user .. '|' .. final)
-        stored_any = true
+        remember(rid, user, final)
         out[i] = final
       end
     end
+  end
+  if #claim_writes > 0 then
+    local pairs_ = {}
+    for _, user in ipairs(claim_writes) do
+      pairs_[#pairs_ + 1] = user
+      pairs_[#pairs_ + 1] = count[user]
+    end
+    hset_many(KEYS[2], pairs_)
+  end
+  if #answer_writes > 0 then
+    hset_many(KEYS[5], answer_writes)
+    redis.call('EXPIRE', KEYS[5], 2 * ttl)
   end
   if stock ~= stock0 or issued ~= issued0 or lissued ~= lissued0 then
     redis.call('HSET', KEYS[1], 'stock', stock, 'budget', budget, 'issued', issued,
       'lissued', lissued)
   end
-  if stored_any then redis.call('EXPIRE', KEYS[5], 2 * ttl) end
   return table.concat(out, '\n')
 end
 
