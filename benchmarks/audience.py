@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=9, help="mktlab runs per expression")
     ap.add_argument("--sql-repeats", type=int, default=3, help="DuckDB runs per expression")
     ap.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
+    ap.add_argument(
+        "--store-threads", type=int, default=None, help="mktlab query threads (default: all cores)"
+    )
     ap.add_argument("--duckdb-memory", default="3GB", help="DuckDB memory_limit (default 3GB)")
     args = ap.parse_args(argv)
     n = 5_000_000 if args.quick else args.users
@@ -131,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 
     gc.collect()
     t0 = time.perf_counter()
-    store = AudienceStore.build(tags, catalog=AudienceCatalog(":memory-unused:"))
+    store = AudienceStore.build(
+        tags, catalog=AudienceCatalog(":memory-unused:"), threads=args.store_threads
+    )
     build_s = time.perf_counter() - t0
     peak = rss_gb()
     store_mb = store.nbytes() / 1024**2
@@ -157,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     con.unregister("arrow_tags")
     del tags
     gc.collect()
+    duck_threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
     print(
         f"  DuckDB table loaded in {time.perf_counter() - t0:.1f} s (memory_limit {args.duckdb_memory})"
     )
+    print(f"  threads per query: mktlab {store.threads}, DuckDB {duck_threads}")
 
     rows = []
     for expr in EXPRESSIONS:

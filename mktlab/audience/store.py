@@ -222,7 +222,7 @@ class _Rows:
         bits = max(top.bit_length(), 1)
         if self.engine is not None:
             words = plane_words(codes, offset, self.pos, bits, self.engine.n_words)
-            return BitSlicedIndex([self.engine.add(words[b]) for b in range(bits)], ebm)
+            return BitSlicedIndex([self.engine.add(words[b]) for b in range(bits)], ebm, top)
         if offset:
             codes = _offset_codes(codes, offset, top)
         dtype = (
@@ -236,7 +236,14 @@ class _Rows:
         )
         codes = codes.astype(dtype, copy=False)
         planes = [self.bitmap((codes & dtype(1 << b)) != 0) for b in range(bits)]
-        return BitSlicedIndex(planes, ebm)
+        return BitSlicedIndex(planes, ebm, top)
+
+
+def _check_threads(threads: Any) -> None:
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1
+    ):
+        raise ValidationError(f"threads must be a positive integer or None, got {threads!r}")
 
 
 def _raise_duplicates(uids: np.ndarray) -> None:
@@ -427,6 +434,7 @@ class AudienceStore:
         engine: str = "auto",
         con: duckdb.DuckDBPyConnection | None = None,
         progress: bool = False,
+        threads: int | None = None,
     ) -> AudienceStore:
         """Build a store from a profile table and/or an event table.
 
@@ -460,11 +468,15 @@ class AudienceStore:
             Used when ``profiles``/``events`` name DuckDB tables.
         progress : bool
             Show a progress bar over columns.
+        threads : int, optional
+            Threads one dense-engine query runs on (default: the CPUs this process may
+            use); see :attr:`threads`. Ignored by the roaring engine.
         """
         if profiles is None and events is None:
             raise ValidationError("build: give a profile table, an event table or both")
         if engine not in ("auto", "roaring", "dense"):
             raise ValidationError(f"engine must be 'auto', 'roaring' or 'dense', got {engine!r}")
+        _check_threads(threads)
         kinds = dict(kinds or {})
         for col, kind in kinds.items():
             if kind not in _KINDS:
@@ -498,7 +510,7 @@ class AudienceStore:
         use_dense = engine == "dense" or (
             engine == "auto" and top + 1 >= DENSE_MIN_USERS and n_profiles >= (top + 1) // 2
         )
-        dense = DenseEngine(n_words) if use_dense else None
+        dense = DenseEngine(n_words, threads) if use_dense else None
 
         tags: dict = {}
         skipped: dict[str, str] = {}
@@ -587,6 +599,21 @@ class AudienceStore:
     @property
     def engine(self) -> str:
         return "roaring" if self._dense is None else "dense"
+
+    @property
+    def threads(self) -> int:
+        """Threads a dense-engine query runs on (settable; always 1 for roaring).
+
+        Results never depend on it. Universes under about a million uids per thread
+        run on the calling thread whatever it says.
+        """
+        return 1 if self._dense is None else self._dense.threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        _check_threads(value)
+        if self._dense is not None:
+            self._dense.threads = value
 
     @property
     def as_of(self) -> dt.date | None:
@@ -790,6 +817,7 @@ class AudienceStore:
             bsi = getattr(t, "bsi", None)
             if bsi is not None:
                 info["bits"] = bsi.bits
+                info["top"] = bsi.top
                 for i, plane in enumerate(bsi.planes):
                     add(name, "plane", str(i), plane)
             meta["tags"][name] = info
@@ -829,8 +857,10 @@ class AudienceStore:
         *,
         catalog: AudienceCatalog | str | Path | None = None,
         engine: str = "auto",
+        threads: int | None = None,
     ) -> AudienceStore:
-        """Load a store written by :meth:`write` (``engine`` as in :meth:`build`)."""
+        """Load a store written by :meth:`write` (``engine`` and ``threads`` as in :meth:`build`)."""
+        _check_threads(threads)
         path = Path(path)
         if not path.exists():
             raise DataError(
@@ -867,7 +897,7 @@ class AudienceStore:
         use_dense = engine == "dense" or (
             engine == "auto" and top + 1 >= DENSE_MIN_USERS and len(universe) >= (top + 1) // 2
         )
-        dense = DenseEngine(top // 64 + 1) if use_dense else None
+        dense = DenseEngine(top // 64 + 1, threads) if use_dense else None
         cache: dict[bytes, Any] = {}
 
         def handle(state: bytes):
@@ -888,7 +918,9 @@ class AudienceStore:
             bsi = None
             if "bits" in info:
                 bsi = BitSlicedIndex(
-                    [get(name, "plane", str(i)) for i in range(info["bits"])], present
+                    [get(name, "plane", str(i)) for i in range(info["bits"])],
+                    present,
+                    top=info.get("top"),
                 )
             if info["kind"] == "bool":
                 tags[name] = BoolTag(name, get(name, "true"), present)

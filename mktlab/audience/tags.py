@@ -3,8 +3,10 @@
 A numeric tag is stored as a *bit-sliced index* (O'Neil & Quass, "Improved query
 performance with variant indexes", SIGMOD 1997): values are mapped to integer codes
 ``0 .. 2**bits - 1`` that preserve order, and plane ``i`` is the bitmap of users whose
-code has bit ``i`` set. ``code >= c`` is then ``bits`` AND/OR/ANDNOT steps from the most
-significant plane down, independent of how many distinct values there are.
+code has bit ``i`` set. ``code >= c`` is then at most ``bits`` steps, independent of how
+many distinct values there are: MSB-first with an early exit for roaring bitmaps, one
+AND or OR per plane LSB-first for the dense engine (whose cost is the planes it
+streams). Constants outside the codes in use are answered without reading a plane.
 
 Codes: integers and dates use ``value - min`` when the span fits in 32 bits; floats and
 wide integers use the rank among the sorted distinct values. Either way a constant in
@@ -36,6 +38,8 @@ class RoaringAlgebra:
     (:class:`mktlab.audience._dense.ProgramAlgebra`), so the comparison algorithms below
     are written once.
     """
+
+    streaming = False  # see ProgramAlgebra.streaming
 
     def __init__(self, universe):
         self._universe = bm(universe)
@@ -87,24 +91,34 @@ class BitSlicedIndex:
     ----------
     planes : list of bitmap handles
         ``planes[i]`` = users whose code has bit ``i`` set (least significant first).
+        Every plane is a subset of ``ebm`` (users without a value hold code 0).
     ebm : bitmap handle
         Existence bitmap: users that have a (non-null) value.
+    top : int, optional
+        No code exceeds ``top`` (default ``2**bits - 1``): comparisons with constants
+        outside ``0 .. top`` are answered without touching a plane.
     """
 
-    def __init__(self, planes: list, ebm):
+    def __init__(self, planes: list, ebm, top: int | None = None):
         self.planes = planes
         self.ebm = ebm
+        full = (1 << len(planes)) - 1
+        self.top = full if top is None else min(max(int(top), 0), full)
 
     @property
     def bits(self) -> int:
         return len(self.planes)
 
     def ge(self, c: int, alg):
-        """Users with ``code >= c`` (O'Neil & Quass range algorithm, MSB first)."""
+        """Users with ``code >= c``."""
         if c <= 0:
             return alg.leaf(self.ebm)
-        if c >= 1 << self.bits:
+        if c > self.top:
             return alg.empty()
+        if getattr(alg, "streaming", False):
+            return self._ge_lsb(c, alg)
+        # O'Neil & Quass range algorithm, MSB first: the early exit when ``eq`` runs
+        # empty pays off when every operation materialises a bitmap.
         gt = None
         eq = alg.leaf(self.ebm)
         low = (c & -c).bit_length() - 1  # below the lowest set bit of c, every code in eq is >= c
@@ -120,10 +134,36 @@ class BitSlicedIndex:
                 return gt if gt is not None else alg.empty()
         return eq if gt is None else alg.or_(gt, eq)
 
+    def _ge_lsb(self, c: int, alg):
+        """``code >= c`` for ``0 < c < 2**bits`` in one operation per plane, LSB first.
+
+        With ``R_i`` = users whose code's low ``i + 1`` bits are ``>=`` those of ``c``:
+        ``R_i = P_i & R_(i-1)`` where ``c`` has bit ``i`` set, else ``P_i | R_(i-1)``.
+        Below the lowest set bit of ``c`` everyone qualifies, so the chain starts at
+        that bit's plane, and since planes lie inside ``ebm`` so does the result. A
+        single chain (``bits - low - 1`` instructions, one register) instead of the
+        MSB-first ``eq``/``gt`` pair (up to three per plane).
+        """
+        low = (c & -c).bit_length() - 1
+        acc = alg.leaf(self.planes[low])
+        for i in range(low + 1, self.bits):
+            plane = alg.leaf(self.planes[i])
+            acc = alg.and_(acc, plane) if (c >> i) & 1 else alg.or_(acc, plane)
+        return acc
+
     def eq(self, c: int, alg):
         """Users with ``code == c``."""
-        if c < 0 or c >= 1 << self.bits:
+        if c < 0 or c > self.top:
             return alg.empty()
+        if getattr(alg, "streaming", False) and c:
+            # Start from a plane of a set bit (planes lie inside ebm): one step fewer.
+            first = c.bit_length() - 1
+            eq = alg.leaf(self.planes[first])
+            for i in range(self.bits - 1, -1, -1):
+                if i != first:
+                    plane = alg.leaf(self.planes[i])
+                    eq = alg.and_(eq, plane) if (c >> i) & 1 else alg.andnot(eq, plane)
+            return eq
         eq = alg.leaf(self.ebm)
         for i in range(self.bits - 1, -1, -1):
             plane = alg.leaf(self.planes[i])
@@ -133,12 +173,22 @@ class BitSlicedIndex:
         return eq
 
     def lt(self, c: int, alg):
+        """Users with ``code < c``."""
+        if c <= 0:
+            return alg.empty()
+        if c > self.top:
+            return alg.leaf(self.ebm)
         return alg.andnot(alg.leaf(self.ebm), self.ge(c, alg))
 
     def between(self, lo: int, hi: int, alg):
         """Users with ``lo <= code <= hi``."""
+        lo, hi = max(lo, 0), min(hi, self.top)
         if lo > hi:
             return alg.empty()
+        if hi == self.top:
+            return self.ge(lo, alg)
+        if lo == 0:
+            return self.lt(hi + 1, alg)
         return alg.andnot(self.ge(lo, alg), self.ge(hi + 1, alg))
 
 
