@@ -186,8 +186,8 @@ def main() -> None:
         help="client processes (default 2: one per core of this machine; Redis needs CPU too)",
     )  # fmt: skip
     ap.add_argument(
-        "--batch-size", type=int, default=32,
-        help="requests per issue_many (default 32; larger batches trade p99 for throughput)",
+        "--batch-size", type=int, default=48,
+        help="requests per issue_many (default 48; larger batches trade p99 for throughput)",
     )  # fmt: skip
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--naive-stock", type=int, default=1_000)
