@@ -143,10 +143,7 @@ class FeaturePrep:
                     raise SchemaError(
                         f"features: column {c!r} is not numeric ({col.dtype})"
                     ) from exc
-                if np.isnan(arr).any():
-                    bad = np.flatnonzero(np.isnan(arr))[:5].tolist()
-                    raise SchemaError(f"features: column {c!r} has missing values (rows {bad})")
-                out[:, j] = arr
+                out[:, j] = _no_missing(arr, c)
                 j += 1
         return pd.DataFrame(out, columns=self.feature_names_, index=X.index)
 
@@ -268,9 +265,14 @@ def _numeric_values(c: str, vals: list) -> np.ndarray:
             raise SchemaError(
                 f"features: column {c!r} is not numeric ({col.dtype}{where})"
             ) from exc
+    return _no_missing(arr, c)
+
+
+def _no_missing(arr: np.ndarray, column: str) -> np.ndarray:
+    """``arr`` if it holds no NaN, else a SchemaError naming the column and rows."""
     if np.isnan(arr).any():
         bad = np.flatnonzero(np.isnan(arr))[:5].tolist()
-        raise SchemaError(f"features: column {c!r} has missing values (rows {bad})")
+        raise SchemaError(f"features: column {column!r} has missing values (rows {bad})")
     return arr
 
 

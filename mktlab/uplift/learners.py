@@ -138,6 +138,17 @@ def _lgbm_classifier(est: UpliftLearner, **over: Any):
     return LGBMClassifier(**params)
 
 
+def _finite(arr: np.ndarray, names: Sequence[Any]) -> np.ndarray:
+    """``arr`` if every value is finite, else a DataError naming the columns and rows."""
+    if not np.isfinite(arr).all():
+        rows, cols = np.nonzero(~np.isfinite(arr))
+        bad = sorted({str(names[c]) for c in cols})
+        raise DataError(
+            f"X: missing or infinite values in column(s) {bad} (rows {rows[:5].tolist()})"
+        )
+    return arr
+
+
 class UpliftLearner(BaseEstimator):
     """Base class: input validation, treatment coding and the shared interface.
 
@@ -211,14 +222,7 @@ class UpliftLearner(BaseEstimator):
             raise SchemaError(
                 f"X: non-numeric column(s) {non_num}; encode them first (mktlab.uplift.FeaturePrep)"
             )
-        arr = X.to_numpy(dtype=np.float64)
-        if not np.isfinite(arr).all():
-            rows, cols = np.nonzero(~np.isfinite(arr))
-            bad = sorted({str(X.columns[c]) for c in cols})
-            raise DataError(
-                f"X: missing or infinite values in column(s) {bad} (rows {rows[:5].tolist()})"
-            )
-        return arr
+        return _finite(X.to_numpy(dtype=np.float64), [str(c) for c in X.columns])
 
     def _check_width(self, X: np.ndarray) -> None:
         if X.ndim != 2 or X.shape[1] != len(self.feature_names_in_):
@@ -230,14 +234,7 @@ class UpliftLearner(BaseEstimator):
     def _check_array(self, X: np.ndarray) -> np.ndarray:
         """``_check_X`` of a numeric ndarray at predict time (same checks and messages)."""
         self._check_width(X)
-        arr = X.astype(np.float64, copy=False)
-        if not np.isfinite(arr).all():
-            rows, cols = np.nonzero(~np.isfinite(arr))
-            bad = sorted({str(self.feature_names_in_[c]) for c in cols})
-            raise DataError(
-                f"X: missing or infinite values in column(s) {bad} (rows {rows[:5].tolist()})"
-            )
-        return arr
+        return _finite(X.astype(np.float64, copy=False), self.feature_names_in_)
 
     def _check_fit(self, X: Any, treatment: Any, y: Any, p: Any):
         Xa = self._check_X(X, fitting=True)
