@@ -33,6 +33,8 @@ from numba import njit
 from numba.typed import List
 from pyroaring import BitMap
 
+from mktlab.errors import ValidationError
+
 OP_AND, OP_OR, OP_ANDNOT, OP_XOR, OP_ZERO = 0, 1, 2, 3, 4
 _BLOCK = 4096  # words per block and register (32 KB)
 _PAR_MIN_WORDS = 1 << 14  # per thread; smaller universes run on the calling thread
@@ -317,11 +319,8 @@ class DenseEngine:
 
     @threads.setter
     def threads(self, value: int | None) -> None:
-        if value is None:
-            value = default_threads()
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"threads must be a positive integer, got {value!r}")
-        self._threads = int(value)
+        check_threads(value)
+        self._threads = default_threads() if value is None else int(value)
 
     def add(self, words: np.ndarray) -> DenseBits:
         words = np.ascontiguousarray(words, dtype=np.uint64)
@@ -368,6 +367,14 @@ class DenseEngine:
             finally:  # never leave a worker writing ``out`` or reading ``rows`` behind
                 n_rest = sum(f.result() for f in futures)
         return int(n + n_rest), (out if materialize else None)
+
+
+def check_threads(value: object) -> None:
+    """Raise :class:`ValidationError` unless ``value`` is a positive integer or ``None``."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+    ):
+        raise ValidationError(f"threads must be a positive integer or None, got {value!r}")
 
 
 def default_threads() -> int:

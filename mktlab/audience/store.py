@@ -48,6 +48,7 @@ from mktlab.audience._dense import (
     DenseEngine,
     ProgramAlgebra,
     bitmap_from_words,
+    check_threads,
     count,
     plane_words,
     value_words,
@@ -237,13 +238,6 @@ class _Rows:
         codes = codes.astype(dtype, copy=False)
         planes = [self.bitmap((codes & dtype(1 << b)) != 0) for b in range(bits)]
         return BitSlicedIndex(planes, ebm, top)
-
-
-def _check_threads(threads: Any) -> None:
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1
-    ):
-        raise ValidationError(f"threads must be a positive integer or None, got {threads!r}")
 
 
 def _raise_duplicates(uids: np.ndarray) -> None:
@@ -476,7 +470,7 @@ class AudienceStore:
             raise ValidationError("build: give a profile table, an event table or both")
         if engine not in ("auto", "roaring", "dense"):
             raise ValidationError(f"engine must be 'auto', 'roaring' or 'dense', got {engine!r}")
-        _check_threads(threads)
+        check_threads(threads)
         kinds = dict(kinds or {})
         for col, kind in kinds.items():
             if kind not in _KINDS:
@@ -611,7 +605,7 @@ class AudienceStore:
 
     @threads.setter
     def threads(self, value: int | None) -> None:
-        _check_threads(value)
+        check_threads(value)
         if self._dense is not None:
             self._dense.threads = value
 
@@ -860,7 +854,7 @@ class AudienceStore:
         threads: int | None = None,
     ) -> AudienceStore:
         """Load a store written by :meth:`write` (``engine`` and ``threads`` as in :meth:`build`)."""
-        _check_threads(threads)
+        check_threads(threads)
         path = Path(path)
         if not path.exists():
             raise DataError(

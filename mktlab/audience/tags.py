@@ -115,7 +115,7 @@ class BitSlicedIndex:
             return alg.leaf(self.ebm)
         if c > self.top:
             return alg.empty()
-        if getattr(alg, "streaming", False):
+        if alg.streaming:
             return self._ge_lsb(c, alg)
         # O'Neil & Quass range algorithm, MSB first: the early exit when ``eq`` runs
         # empty pays off when every operation materialises a bitmap.
@@ -155,7 +155,7 @@ class BitSlicedIndex:
         """Users with ``code == c``."""
         if c < 0 or c > self.top:
             return alg.empty()
-        if getattr(alg, "streaming", False) and c:
+        if alg.streaming and c:
             # Start from a plane of a set bit (planes lie inside ebm): one step fewer.
             first = c.bit_length() - 1
             eq = alg.leaf(self.planes[first])

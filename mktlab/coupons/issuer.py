@@ -476,33 +476,34 @@ class CouponIssuer:
         t = time.monotonic()
         return any(t - info.empty.get(k, -1e9) > self.empty_hint_ttl for k in range(n) if k != home)
 
-    def _issue_plain(self, info, reqs, todo, now, out, rows, xdel) -> None:
-        c = info.campaign
-        cid = c.campaign_id
+    def _issue_calls(self, cid, reqs, todo, shards, head) -> tuple[list, list]:
+        """Script calls for requests ``todo``: grouped by home shard, in batches.
+
+        ``head(h)`` gives the arguments before the batch for home shard ``h``. Returns
+        the ``(keys, args)`` calls and, per call, ``(h, request indices)``.
+        """
         groups: dict[int, list[int]] = defaultdict(list)
         for i in todo:
-            groups[home_shard(reqs[i][0], c.shards)].append(i)
+            groups[home_shard(reqs[i][0], shards)].append(i)
         calls, spans = [], []
         for h, idx in groups.items():
-            keys = self._keys(cid, h)
-            fb = "1" if self._fallback_allowed(info, h) else "0"
+            k = self._keys(cid, h)
+            keys = [k["meta"], k["claims"], k["outbox"], k["pend"], *self._req_keys(cid, h)]
+            args = head(h)
             for s in range(0, len(idx), self.batch_size):
                 part = idx[s : s + self.batch_size]
-                args: list[Any] = ["issue", repr(now), int(self.request_ttl), h, fb, "", "", ""]
-                args += _joined(reqs, part)
-                calls.append(
-                    (
-                        [
-                            keys["meta"],
-                            keys["claims"],
-                            keys["outbox"],
-                            keys["pend"],
-                            *self._req_keys(cid, h),
-                        ],
-                        args,
-                    )
-                )
+                calls.append((keys, [*args, *_joined(reqs, part)]))
                 spans.append((h, part))
+        return calls, spans
+
+    def _issue_plain(self, info, reqs, todo, now, out, rows, xdel) -> None:
+        c = info.campaign
+        ttl = int(self.request_ttl)
+        calls, spans = self._issue_calls(
+            c.campaign_id, reqs, todo, c.shards,
+            lambda h: ["issue", repr(now), ttl, h, "1" if self._fallback_allowed(info, h) else "0",
+                       "", "", ""],
+        )  # fmt: skip
         replies = self._run(calls)
         attempts = []
         for (h, part), reply in zip(spans, replies):
@@ -610,32 +611,11 @@ class CouponIssuer:
                         return todo
                     self._leases[cid] = lease
                 chunk, todo = todo[: lease.remaining], todo[lease.remaining :]
-                groups: dict[int, list[int]] = defaultdict(list)
-                for i in chunk:
-                    groups[home_shard(reqs[i][0], c.shards)].append(i)
-                calls, spans = [], []
-                for h, idx in groups.items():
-                    keys = self._keys(cid, h)
-                    for s in range(0, len(idx), self.batch_size):
-                        part = idx[s : s + self.batch_size]
-                        args: list[Any] = [
-                            "issue_leased", repr(now), int(self.request_ttl), h, "0",
-                            lease.epoch, lease.shard, lease.lease_id,
-                        ]  # fmt: skip
-                        args += _joined(reqs, part)
-                        calls.append(
-                            (
-                                [
-                                    keys["meta"],
-                                    keys["claims"],
-                                    keys["outbox"],
-                                    keys["pend"],
-                                    *self._req_keys(cid, h),
-                                ],
-                                args,
-                            )
-                        )
-                        spans.append((h, part))
+                calls, spans = self._issue_calls(
+                    cid, reqs, chunk, c.shards,
+                    lambda h, lease=lease: ["issue_leased", repr(now), int(self.request_ttl), h,
+                                            "0", lease.epoch, lease.shard, lease.lease_id],
+                )  # fmt: skip
                 revoked = []
                 for (h, part), reply in zip(spans, self._run(calls)):
                     for i, r in zip(part, reply.split("\n")):
@@ -751,8 +731,12 @@ class CouponIssuer:
                     moved += len(rows)
         return moved
 
-    def start_worker(self, interval: float = 0.2) -> None:
-        """Drain the outbox in a background thread every ``interval`` seconds."""
+    def start_worker(self, interval: float = 0.2, campaign_id: str | None = None) -> None:
+        """Drain the outbox in a background thread every ``interval`` seconds.
+
+        ``campaign_id`` limits it to one campaign's shards (default: every campaign in
+        the ledger, looked up on each pass).
+        """
         if self._worker is not None:
             return
         self._stop.clear()
@@ -760,17 +744,21 @@ class CouponIssuer:
         def loop():
             while not self._stop.wait(interval):
                 with contextlib.suppress(ServiceUnavailableError):
-                    self.drain()
+                    self.drain(campaign_id)
 
         self._worker = threading.Thread(target=loop, name="coupon-outbox", daemon=True)
         self._worker.start()
 
-    def close(self) -> None:
-        """Stop the worker, drain once more and return leased stock."""
+    def stop_worker(self) -> None:
+        """Stop the background drain worker, if one runs (its current pass finishes)."""
         if self._worker is not None:
             self._stop.set()
             self._worker.join()
             self._worker = None
+
+    def close(self) -> None:
+        """Stop the worker, drain once more and return leased stock."""
+        self.stop_worker()
         with contextlib.suppress(ServiceUnavailableError):
             self.release_leases()
             self.drain()

@@ -334,7 +334,7 @@ def simulate(
     ]
     if cfg.durability == "outbox":
         # the outbox design: a worker drains the stream into the ledger while the sale runs
-        issuer.start_worker(interval=0.05)
+        issuer.start_worker(interval=0.05, campaign_id=cid)
     start = time.time()
     if cfg.workers == 0:
         outs = [_run_share(payloads[0])]
@@ -363,7 +363,7 @@ def simulate(
         for p in procs:
             p.join()
     wall = time.time() - start
-    issuer.close()  # stops the drain worker (after a last drain)
+    issuer.stop_worker()  # the drain below moves what it had not moved yet
     n = len(df)
     status = np.zeros(n, dtype=np.int8)
     reason = np.empty(n, dtype=object)

@@ -467,10 +467,10 @@ class TLearner(UpliftLearner):
         return self.model_.predict(X, verbose=False)
 
     def _mu0(self, X):
-        return self.model_.model_c.predict(X)
+        return _est_predict(self.model_.model_c, X)
 
     def _components(self, X):
-        mu0 = _est_predict(self.model_.model_c, X)
+        mu0 = self._mu0(X)
         groups = range(1, len(self.arms_) + 1)
         return mu0, np.column_stack(
             [_est_predict(self.model_.models_t[g], X) - mu0 for g in groups]
@@ -495,7 +495,7 @@ class XLearner(UpliftLearner):
         return self.model_.predict(X, p=self._const_p(len(X)), verbose=False)
 
     def _mu0(self, X):
-        return self.model_.model_mu_c.predict(X)
+        return _est_predict(self.model_.model_mu_c, X)
 
     def _components(self, X):
         # causalml's BaseXRegressor.predict with p = the mean training propensity, inlined
@@ -507,7 +507,7 @@ class XLearner(UpliftLearner):
             dc = _est_predict(m.models_tau_c[g], X)
             dt = _est_predict(m.models_tau_t[g], X)
             te[:, i] = np.ravel((p * dc + (1 - p) * dt).reshape(-1, 1))
-        return _est_predict(m.model_mu_c, X), te
+        return self._mu0(X), te
 
 
 class RLearner(UpliftLearner):
@@ -533,20 +533,20 @@ class RLearner(UpliftLearner):
         return self.model_.predict(X)
 
     def _mu0(self, X):
-        tau = self._predict(X).reshape(len(X), -1)
-        m = self.model_.model_mu.predict(X)
+        return self._control(X, self._predict(X).reshape(len(X), -1))
+
+    def _control(self, X, tau):
+        # mu0 = E[y | x] - p_g * tau_g for each arm g, averaged over the arms
+        m = _est_predict(self.model_.model_mu, X)
         pbar = np.array([self.mean_propensity_[g] for g in range(1, len(self.arms_) + 1)])
         return (m[:, None] - pbar * tau).mean(axis=1)
 
     def _components(self, X):
         # _mu0 and _predict (causalml's BaseRRegressor.predict) with one effect prediction
-        groups = range(1, len(self.arms_) + 1)
-        te = np.zeros((len(X), len(self.arms_)))
-        for i, g in enumerate(groups):
-            te[:, i] = _est_predict(self.model_.models_tau[g], X)
-        m = _est_predict(self.model_.model_mu, X)
-        pbar = np.array([self.mean_propensity_[g] for g in groups])
-        return (m[:, None] - pbar * te).mean(axis=1), te
+        te = np.column_stack(
+            [_est_predict(self.model_.models_tau[g], X) for g in range(1, len(self.arms_) + 1)]
+        )
+        return self._control(X, te), te
 
 
 class DRLearner(UpliftLearner):
@@ -564,12 +564,12 @@ class DRLearner(UpliftLearner):
         return self.model_.predict(X, verbose=False)
 
     def _mu0(self, X):
-        return np.mean([m.predict(X) for m in self.model_.models_mu_c], axis=0)
+        return np.mean([_est_predict(m, X) for m in self.model_.models_mu_c], axis=0)
 
     def _components(self, X):
         # _mu0 and causalml's BaseDRRegressor.predict (minus the unused treated-outcome
         # models) through the boosters
-        mu0 = np.mean([_est_predict(m, X) for m in self.model_.models_mu_c], axis=0)
+        mu0 = self._mu0(X)
         te = np.zeros((len(X), len(self.arms_)))
         for i, g in enumerate(range(1, len(self.arms_) + 1)):
             te[:, i] = np.r_[[_est_predict(m, X) for m in self.model_.models_tau[g]]].mean(axis=0)
