@@ -11,6 +11,11 @@ MKTLAB_MLRUNS_DIR      folder for the default SQLite store and artifacts (defaul
 MKTLAB_REDIS_URL       Redis for the coupon issuer; unset means an embedded redis-server
 MKTLAB_LEDGER_URL      SQLAlchemy URL of the issue ledger; unset means SQLite under data/
 MKTLAB_SHARED_DATA_DIR where shared read-only data sits (default ``<repo>/../shared/data``)
+MKTLAB_BUS             event bus backend of the live loop: ``redis`` (default: Redis Streams on
+                       the issuer's Redis) or ``rabbitmq``
+MKTLAB_AMQP_URL        RabbitMQ URL for ``MKTLAB_BUS=rabbitmq`` (default ``amqp://guest:guest@127.0.0.1:5672/%2F``)
+MKTLAB_BUS_PARTITIONS  partitions of the event bus (default 8); one user's events stay in one
+MKTLAB_DELIVERY_URL    SQLAlchemy URL of the message delivery log; unset means SQLite under data/
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class Settings:
     mlflow_tracking_uri: str
     redis_url: str | None = None
     ledger_url: str | None = None
+    bus: str = "redis"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    bus_partitions: int = 8
+    delivery_url: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -64,6 +73,15 @@ class Settings:
     def default_ledger_url(self) -> str:
         return self.ledger_url or f"sqlite:///{self.data_dir / 'processed' / 'ledger.db'}"
 
+    @property
+    def default_delivery_url(self) -> str:
+        return self.delivery_url or f"sqlite:///{self.data_dir / 'processed' / 'deliveries.db'}"
+
+    @property
+    def live_dir(self) -> Path:
+        """Where the live loop keeps its decision log and journey definitions."""
+        return self.processed_dir / "live"
+
 
 def settings() -> Settings:
     """Read the environment now and return the resolved :class:`Settings`."""
@@ -82,6 +100,16 @@ def settings() -> Settings:
         raise ConfigError(
             f"MKTLAB_REDIS_URL={redis_url!r}: expected redis://, rediss://, unix:// or redis+cluster://"
         )
+    bus = (os.environ.get("MKTLAB_BUS") or "redis").strip().lower()
+    if bus not in ("redis", "rabbitmq"):
+        raise ConfigError(f"MKTLAB_BUS={bus!r}: expected 'redis' or 'rabbitmq'")
+    raw_parts = os.environ.get("MKTLAB_BUS_PARTITIONS") or "8"
+    try:
+        parts = int(raw_parts)
+    except ValueError:
+        parts = 0
+    if not 1 <= parts <= 1024:
+        raise ConfigError(f"MKTLAB_BUS_PARTITIONS={raw_parts!r}: expected an integer in 1..1024")
     return Settings(
         data_dir=data_dir,
         models_dir=_path("MKTLAB_MODELS_DIR", PROJ_ROOT / "models"),
@@ -90,6 +118,10 @@ def settings() -> Settings:
         mlflow_tracking_uri=uri,
         redis_url=redis_url,
         ledger_url=os.environ.get("MKTLAB_LEDGER_URL") or None,
+        bus=bus,
+        amqp_url=os.environ.get("MKTLAB_AMQP_URL") or Settings.amqp_url,
+        bus_partitions=parts,
+        delivery_url=os.environ.get("MKTLAB_DELIVERY_URL") or None,
     )
 
 
