@@ -7,18 +7,9 @@
 >>> engine = OnlineEngine(net, profiles=profiles)   # same decisions, one event at a time
 """
 
+from mktlab.rules.batch import lifecycle_states
 from mktlab.rules.caps import Budget, BudgetTracker, CapTracker, enforce
-from mktlab.rules.engine import (
-    Decision,
-    Membership,
-    Network,
-    OnlineEngine,
-    compile_rules,
-    lifecycle_states,
-    naive_loop,
-    run_batch,
-    test_value,
-)
+from mktlab.rules.compiler import Network, compile_rules, run_batch
 from mktlab.rules.governance import (
     Conflict,
     FieldSchema,
@@ -42,6 +33,8 @@ from mktlab.rules.model import (
     WindowPattern,
     parse_duration,
 )
+from mktlab.rules.online import Decision, OnlineEngine
+from mktlab.rules.semantics import Membership, test_value
 
 __all__ = [
     "AtomicEvent",
@@ -69,7 +62,6 @@ __all__ = [
     "enforce",
     "find_conflicts",
     "lifecycle_states",
-    "naive_loop",
     "parse_duration",
     "problems",
     "run_batch",

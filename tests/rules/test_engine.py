@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from pyroaring import BitMap
 
+from benchmarks._naive_rules import naive_loop
 from mktlab.errors import SchemaError, ValidationError
 from mktlab.rules import (
     Budget,
@@ -14,7 +15,6 @@ from mktlab.rules import (
     RuleSet,
     compile_rules,
     lifecycle_states,
-    naive_loop,
     run_batch,
 )
 from mktlab.rules.caps import NS
