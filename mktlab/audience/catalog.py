@@ -49,7 +49,7 @@ def default_catalog_path() -> Path:
 
 def check_name(name: str) -> str:
     """Validate a saved-audience name (letters, digits, ``_ . -``; not starting with a digit)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValidationError(
             f"audience name {name!r}: use letters, digits, '_', '.', '-' and start with a letter or '_'"
         )

@@ -525,7 +525,7 @@ class AudienceStore:
             parts.append(rows.all)
             columns = [c for c in ptable.column_names if c != uid and c not in exclude]
             for name in tqdm(columns, desc="tags", disable=not progress):
-                if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name):
                     skipped[name] = "name is not usable in expressions (letters, digits, '_', '.')"
                     continue
                 col = ptable.column(name)

@@ -13,6 +13,10 @@ from typing import Any
 
 from mktlab.errors import ValidationError
 
+# Identifier patterns. Always test them with ``fullmatch``: in Python ``$`` also matches
+# before a final newline, so ``match("u1\n")`` passes, while the issuer's Lua batches are
+# newline-joined. The anchors stay because the service publishes these patterns in its
+# OpenAPI schema, where (ECMA-262 regexes) ``$`` means end of string.
 CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
@@ -35,9 +39,18 @@ def _epoch(value: Any, name: str) -> float | None:
     )
 
 
+def check_campaign_id(campaign_id: Any) -> str:
+    """Return ``campaign_id`` if well formed, else raise :class:`ValidationError`."""
+    if not isinstance(campaign_id, str) or not CAMPAIGN_ID_RE.fullmatch(campaign_id):
+        raise ValidationError(
+            f"campaign_id={campaign_id!r}: expected 1-64 characters of letters, digits, _.-"
+        )
+    return campaign_id
+
+
 def check_user_id(user_id: Any) -> str:
     """Return ``user_id`` if well formed, else raise :class:`ValidationError`."""
-    if not isinstance(user_id, str) or not USER_ID_RE.match(user_id):
+    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
         raise ValidationError(
             f"user_id={user_id!r}: expected 1-128 characters of letters, digits and _.:@-"
         )
@@ -46,7 +59,7 @@ def check_user_id(user_id: Any) -> str:
 
 def check_request_id(request_id: Any) -> str:
     """Return ``request_id`` if well formed, else raise :class:`ValidationError`."""
-    if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+    if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
         raise ValidationError(
             f"request_id={request_id!r}: expected 1-128 characters of letters, digits and _.:@-"
         )
@@ -102,7 +115,7 @@ class Campaign:
     eligibility: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.campaign_id, str) or not CAMPAIGN_ID_RE.match(self.campaign_id):
+        if not isinstance(self.campaign_id, str) or not CAMPAIGN_ID_RE.fullmatch(self.campaign_id):
             raise ValidationError(
                 f"Campaign.campaign_id={self.campaign_id!r}: expected 1-64 characters of letters, digits, _.-"
             )

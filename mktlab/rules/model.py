@@ -409,7 +409,7 @@ class Rule:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not re.match(r"^[A-Za-z0-9_.:-]+$", self.id or ""):
+        if not isinstance(self.id, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]+", self.id):
             raise ValidationError(f"rule.id: expected letters, digits, _ . : -, got {self.id!r}")
         if not isinstance(self.when, AtomicEvent | WindowPattern):
             raise ValidationError(f"rule {self.id}: when must be an AtomicEvent or WindowPattern")
