@@ -171,7 +171,7 @@ def _uplift(ctx: dict[str, Any]) -> dict[str, Any]:
 def _sandbox(ctx: dict[str, Any]) -> dict[str, Any]:
     from mktlab.sandbox import (
         CouponTerms,
-        Policy,
+        TreatmentPolicy,
         Strategy,
         compare,
         from_world,
@@ -182,15 +182,15 @@ def _sandbox(ctx: dict[str, Any]) -> dict[str, Any]:
     data = from_world(ctx["world"], campaign_id="C002")
     terms = CouponTerms(face_value=10, send_cost=0.2, margin=0.35)
     strategies = [
-        Strategy("logged", Policy("logged"), coupon=terms),
-        Strategy("everyone", Policy("all"), coupon=terms),
-        Strategy("random-30%", Policy("random", rate=0.3), coupon=terms),
+        Strategy("logged", TreatmentPolicy("logged"), coupon=terms),
+        Strategy("everyone", TreatmentPolicy("all"), coupon=terms),
+        Strategy("random-30%", TreatmentPolicy("random", rate=0.3), coupon=terms),
     ]
     if ctx.get("uplift_registered"):
         strategies.append(
             Strategy(
                 "uplift-top-30%",
-                Policy("uplift_threshold", model="uplift", top_fraction=0.3),
+                TreatmentPolicy("uplift_threshold", model="uplift", top_fraction=0.3),
                 coupon=terms,
             )
         )

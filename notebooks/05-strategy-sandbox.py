@@ -43,7 +43,7 @@ from mktlab.rules import Budget, FieldSchema, OnlineEngine, RuleSet, compile_rul
 from mktlab.sandbox import (
     CouponTerms,
     LowEffectiveSampleSizeWarning,
-    Policy,
+    TreatmentPolicy,
     Strategy,
     compare,
     fit_reward_models,
@@ -162,18 +162,18 @@ data = from_world(world, "C002")
 data.frame["young"] = data.frame["age"] < 35
 terms = CouponTerms(face_value=10, send_cost=0.2, margin=0.35)
 strategies = [
-    Strategy("logged", Policy("logged"), coupon=terms),
-    Strategy("everyone", Policy("all"), coupon=terms),
-    Strategy("random-30%", Policy("random", rate=0.3), coupon=terms),
-    Strategy("young", Policy("all"), audience="young", coupon=terms),
+    Strategy("logged", TreatmentPolicy("logged"), coupon=terms),
+    Strategy("everyone", TreatmentPolicy("all"), coupon=terms),
+    Strategy("random-30%", TreatmentPolicy("random", rate=0.3), coupon=terms),
+    Strategy("young", TreatmentPolicy("all"), audience="young", coupon=terms),
     Strategy(
         "uplift-top-30%",
-        Policy("uplift_threshold", model="sandbox-uplift", top_fraction=0.3),
+        TreatmentPolicy("uplift_threshold", model="sandbox-uplift", top_fraction=0.3),
         coupon=terms,
     ),
     Strategy(
         "uplift-top-30%-budget",
-        Policy("uplift_threshold", model="sandbox-uplift", top_fraction=0.3),
+        TreatmentPolicy("uplift_threshold", model="sandbox-uplift", top_fraction=0.3),
         coupon=terms,
         budget=Budget(max_coupons=len(data) // 10),
     ),
@@ -253,7 +253,7 @@ print(f"design z-score of the logged treated group: {z_design:+.2f}")
 # %%
 hits = {"ips": [], "dr": []}
 widths = {"ips": [], "dr": []}
-young = Strategy("young", Policy("all"), audience="young")
+young = Strategy("young", TreatmentPolicy("all"), audience="young")
 for seed in range(N_REPEATS):
     w_small = make_world(
         4_000, 1_000 + seed, out_dir=settings().interim_dir / "sandbox-repeats" / str(seed)

@@ -30,7 +30,7 @@ from mktlab.sandbox.replay import (
 )
 from mktlab.sandbox.report import compare, log_results, plot_comparison
 from mktlab.sandbox.simulate import policy_value, simulate_bandit
-from mktlab.sandbox.strategy import CouponTerms, Policy, Strategy
+from mktlab.strategy import CouponTerms, Strategy, TreatmentPolicy
 
 __all__ = [
     "ESTIMATORS",
@@ -39,7 +39,7 @@ __all__ = [
     "Interval",
     "LoggedData",
     "LowEffectiveSampleSizeWarning",
-    "Policy",
+    "TreatmentPolicy",
     "RewardModel",
     "Strategy",
     "StrategyResult",

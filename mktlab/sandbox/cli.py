@@ -84,7 +84,7 @@ def replay_command(
     from mktlab.sandbox.ope import LowEffectiveSampleSizeWarning
     from mktlab.sandbox.replay import replay_many
     from mktlab.sandbox.report import compare, log_results
-    from mktlab.sandbox.strategy import Policy, Strategy
+    from mktlab.strategy import Strategy, TreatmentPolicy
 
     strategies = [Strategy.from_yaml(p) for p in strategy_files]  # parse all before loading data
     data = _load_data(data_kind, campaign)
@@ -92,7 +92,7 @@ def replay_command(
     base = None
     if baseline and data.logging_pi() is not None and "logged" not in names:
         # the baseline pays the same coupon terms, so cost and ROI compare like for like
-        strategies.insert(0, Strategy("logged", Policy("logged"), coupon=strategies[0].coupon))
+        strategies.insert(0, Strategy("logged", TreatmentPolicy("logged"), coupon=strategies[0].coupon))
         base = "logged"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LowEffectiveSampleSizeWarning)

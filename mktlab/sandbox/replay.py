@@ -37,7 +37,7 @@ from mktlab.sandbox.ope import (
     per_arm_terms,
     warn_if_low_ess,
 )
-from mktlab.sandbox.strategy import Strategy
+from mktlab.strategy.spec import Strategy
 
 METRICS = (
     "treated", "coupons", "redemptions", "cost", "conversions", "incremental_conversions",

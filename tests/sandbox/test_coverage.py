@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mktlab.datasets import make_world
-from mktlab.sandbox import Policy, Strategy, from_world, replay, true_incremental
+from mktlab.sandbox import TreatmentPolicy, Strategy, from_world, replay, true_incremental
 
 SEEDS = range(30)
 
@@ -17,7 +17,7 @@ SEEDS = range(30)
 @pytest.mark.parametrize("campaign", ["C002"])
 def test_interval_covers_true_incremental_conversions(tmp_path, campaign):
     """IPS and DR 95% intervals cover the truth in >= 90% of worlds; DR's are narrower."""
-    strategy = Strategy("young", Policy("all"), audience="young")
+    strategy = Strategy("young", TreatmentPolicy("all"), audience="young")
     hits = {"ips": 0, "dr": 0}
     widths: dict[str, list[float]] = {"ips": [], "dr": []}
     for seed in SEEDS:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from mktlab.sandbox import LoggedData, Policy, Strategy, from_hillstrom, replay
+from mktlab.sandbox import LoggedData, TreatmentPolicy, Strategy, from_hillstrom, replay
 
 ARM = "Womens E-Mail"
 
@@ -70,7 +70,7 @@ def test_top30_estimate_matches_the_other_half():
     )
     model = TLearner().fit(data.subset(train), ARM)
     strategy = Strategy(
-        "top30", Policy("uplift_threshold", model="tlearner", top_fraction=0.3, arm=ARM)
+        "top30", TreatmentPolicy("uplift_threshold", model="tlearner", top_fraction=0.3, arm=ARM)
     )
     for est_rows, meas_rows in ((half_a, half_b), (half_b, half_a)):
         est_half, meas_half = data.subset(est_rows), data.subset(meas_rows)

@@ -11,7 +11,7 @@ from mktlab.sandbox import (
     CouponTerms,
     LoggedData,
     LowEffectiveSampleSizeWarning,
-    Policy,
+    TreatmentPolicy,
     Strategy,
     check_strategy,
     compare,
@@ -35,7 +35,7 @@ caps: [{channel: coupon, max: 1, per: 30d}]
 
 def test_strategy_yaml_round_trip():
     s = Strategy.from_yaml(STRATEGY_YAML)
-    assert s.policy == Policy("all")
+    assert s.policy == TreatmentPolicy("all")
     assert s.audience == "high_tier"
     assert s.coupon == CouponTerms(10, 0.5, 0.3)
     assert s.budget == Budget(max_coupons=100)
@@ -83,7 +83,7 @@ def test_unknown_arm_and_missing_columns(tiny):
 
 def test_log_without_propensities_allows_only_on_policy_replay(tiny):
     data = LoggedData(tiny.frame.drop(columns="propensity"), features=("tier_level",))
-    s = Strategy("everyone", Policy("all"))
+    s = Strategy("everyone", TreatmentPolicy("all"))
     with pytest.raises(
         ValidationError,
         match=r"refusing off-policy estimation.*no propensities.*column 'propensity' is absent",
@@ -101,24 +101,24 @@ def test_log_without_propensities_allows_only_on_policy_replay(tiny):
 
 def test_unknown_audience_model_and_invalid_rules_fail_before_replay(sim):
     with pytest.raises(NotFoundError, match="unknown audience 'vips'"):
-        replay(Strategy("s", Policy("all"), audience="vips"), sim, audiences={"vip": {"u1"}})
+        replay(Strategy("s", TreatmentPolicy("all"), audience="vips"), sim, audiences={"vip": {"u1"}})
     with pytest.raises(NotFoundError, match="unknown model 'nope'"):
-        replay(Strategy("s", Policy("uplift_threshold", model="nope", threshold=0.0)), sim)
+        replay(Strategy("s", TreatmentPolicy("uplift_threshold", model="nope", threshold=0.0)), sim)
     rules = {"name": "r", "rules": [{"id": "x", "when": {"event": "decision"},
              "if": [{"field": "event.x3", "op": ">", "value": 1}], "then": [{"issue_coupon": {"coupon": "C", "value": 1}}]}]}  # fmt: skip
     with pytest.raises(RuleValidationError, match=r"unknown field 'event\.x3'"):
         replay(Strategy.from_dict({"name": "s", "policy": "rule", "rules": rules}), sim)
     with pytest.raises(ValidationError, match=r"policy\.arm 9"):
-        replay(Strategy("s", Policy("all", arm=9)), sim)
+        replay(Strategy("s", TreatmentPolicy("all", arm=9)), sim)
 
 
 # ------------------------------------------------------------------------ policies
 def test_treat_nobody_has_zero_increment_and_logged_policy_reproduces_the_log(sim):
-    none = replay(Strategy("none", Policy("none")), sim, n_boot=50)
+    none = replay(Strategy("none", TreatmentPolicy("none")), sim, n_boot=50)
     for e in ("ips", "snips", "dm", "dr"):
         assert none.get("incremental_conversions", e).value == pytest.approx(0.0, abs=1e-9)
         assert none.get("treated", e).value == 0
-    logged = replay(Strategy("logged", Policy("logged")), sim, n_boot=50, estimators=("ips",))
+    logged = replay(Strategy("logged", TreatmentPolicy("logged")), sim, n_boot=50, estimators=("ips",))
     assert logged.get("conversions").value == pytest.approx(sim.conversions.sum())
     assert logged.on_policy_rows == pytest.approx(sim.pscore.sum())
 
@@ -126,12 +126,12 @@ def test_treat_nobody_has_zero_increment_and_logged_policy_reproduces_the_log(si
 def test_audience_sources(sim):
     users = set(sim.frame["user_id"].iloc[:100])
     a = decide(
-        Strategy("s", Policy("all"), audience="first100"), sim, audiences={"first100": users}
+        Strategy("s", TreatmentPolicy("all"), audience="first100"), sim, audiences={"first100": users}
     )[0]
     assert a[:, 1].sum() == 100
     assert a[:100, 1].all()
     sim.frame["flag"] = sim.frame["x1"] > 0
-    b = decide(Strategy("s", Policy("all"), audience="flag"), sim)[0]
+    b = decide(Strategy("s", TreatmentPolicy("all"), audience="flag"), sim)[0]
     assert (b[:, 1] == 1).tolist() == sim.frame["flag"].tolist()
 
     class Store:  # anything with evaluate(expr) -> members, e.g. an audience store
@@ -139,15 +139,15 @@ def test_audience_sources(sim):
             assert expr == "x1 > 0"
             return set(sim.frame.loc[sim.frame["x1"] > 0, "user_id"])
 
-    c = decide(Strategy("s", Policy("all"), audience="x1 > 0"), sim, audiences=Store())[0]
+    c = decide(Strategy("s", TreatmentPolicy("all"), audience="x1 > 0"), sim, audiences=Store())[0]
     assert (c == b).all()
 
 
 def test_random_policy_uses_its_rate(sim):
-    pi, _ = decide(Strategy("r", Policy("random", rate=0.3)), sim)
+    pi, _ = decide(Strategy("r", TreatmentPolicy("random", rate=0.3)), sim)
     assert np.allclose(pi[:, 1], 0.3)
     realised, _ = decide(
-        Strategy("r", Policy("random", rate=0.3, seed=1), budget=Budget(max_coupons=10**6)), sim
+        Strategy("r", TreatmentPolicy("random", rate=0.3, seed=1), budget=Budget(max_coupons=10**6)), sim
     )
     assert set(np.unique(realised[:, 1])) == {0.0, 1.0}
     assert abs(realised[:, 1].mean() - 0.3) < 0.03
@@ -155,7 +155,7 @@ def test_random_policy_uses_its_rate(sim):
 
 def test_uplift_threshold_from_a_model_object(sim, models):
     top = decide(
-        Strategy("t", Policy("uplift_threshold", model="by_x2", top_fraction=0.3)),
+        Strategy("t", TreatmentPolicy("uplift_threshold", model="by_x2", top_fraction=0.3)),
         sim,
         models=models,
     )[0]
@@ -163,13 +163,13 @@ def test_uplift_threshold_from_a_model_object(sim, models):
     chosen = sim.frame["x2"].to_numpy()[top[:, 1] == 1]
     assert chosen.min() >= np.quantile(sim.frame["x2"], 0.69)
     thr = decide(
-        Strategy("t", Policy("uplift_threshold", model="by_x2", threshold=0.5)), sim, models=models
+        Strategy("t", TreatmentPolicy("uplift_threshold", model="by_x2", threshold=0.5)), sim, models=models
     )[0]
     assert (thr[:, 1] == 1).tolist() == (sim.frame["x2"] > 0.5).tolist()
 
 
 def test_caps_and_budget_in_time_order(tiny):
-    s = Strategy("all", Policy("all"), caps=[], budget=Budget(max_coupons=2))
+    s = Strategy("all", TreatmentPolicy("all"), caps=[], budget=Budget(max_coupons=2))
     pi, blocked = decide(s, tiny)
     # the two earliest decisions (a on 08-01, b on 08-02) get the coupons
     assert pi[:, 1].tolist() == [1, 1, 0, 0, 0, 0]
@@ -182,7 +182,7 @@ def test_caps_and_budget_in_time_order(tiny):
     assert pi[:, 1].tolist() == [1, 1, 1, 0, 1, 1]
     assert blocked["capped"] == 1
     spend = Strategy(
-        "spend", Policy("all"), coupon=CouponTerms(face_value=30), budget=Budget(max_spend=100)
+        "spend", TreatmentPolicy("all"), coupon=CouponTerms(face_value=30), budget=Budget(max_spend=100)
     )
     assert decide(spend, tiny)[0][:, 1].sum() == 3
 
@@ -207,7 +207,7 @@ def test_replay_metrics_are_consistent(sim):
     q = fit_reward_models(sim)
     s = Strategy(
         "x2",
-        Policy("all"),
+        TreatmentPolicy("all"),
         audience="pos",
         coupon=CouponTerms(face_value=10, send_cost=1, margin=0.5),
     )
@@ -236,9 +236,9 @@ def test_replay_metrics_are_consistent(sim):
 
 def test_compare_plot_and_mlflow(sim):
     strategies = [
-        Strategy("nobody", Policy("none")),
-        Strategy("all", Policy("all")),
-        Strategy("half", Policy("random", rate=0.5)),
+        Strategy("nobody", TreatmentPolicy("none")),
+        Strategy("all", TreatmentPolicy("all")),
+        Strategy("half", TreatmentPolicy("random", rate=0.5)),
     ]
     check = [check_strategy(s, sim) for s in strategies]
     assert check[0] == ("ips", "snips", "dm", "dr")
@@ -282,13 +282,13 @@ def test_audience_store_expression(sim):
     )
     store = audience.AudienceStore.build(prof)
     pi, _ = decide(
-        Strategy("s", Policy("all"), audience='segment == "a" & x1 > 0'), sim, audiences=store
+        Strategy("s", TreatmentPolicy("all"), audience='segment == "a" & x1 > 0'), sim, audiences=store
     )
     assert (pi[:, 1] == 1).tolist() == (
         (sim.frame["segment"] == "a") & (sim.frame["x1"] > 0)
     ).tolist()
     with pytest.raises(NotFoundError, match="segmnt"):
-        replay(Strategy("s", Policy("all"), audience='segmnt == "a"'), sim, audiences=store)
+        replay(Strategy("s", TreatmentPolicy("all"), audience='segmnt == "a"'), sim, audiences=store)
 
 
 def test_rule_policy_over_an_event_stream(tiny):
@@ -344,13 +344,13 @@ def test_external_policy_probabilities_on_a_multi_arm_log():
     data, mu = simulate_bandit(4000, n_arms=4, seed=3)
     pi = np.full((len(data), 4), 0.1)
     pi[np.arange(len(data)), mu.argmax(1)] = 0.7  # mostly the best arm
-    res = replay(Strategy("external", Policy("none")), data, pi=pi, n_boot=200)
+    res = replay(Strategy("external", TreatmentPolicy("none")), data, pi=pi, n_boot=200)
     truth = policy_value(pi, mu)
     assert res.get("conversions", "dr").covers(truth)
     assert res.get("conversions", "ips").covers(truth)
     assert res.get("treated").value == pytest.approx((1 - pi[:, 0]).sum())
     with pytest.raises(ValidationError, match="pi: expected shape"):
-        replay(Strategy("external", Policy("none")), data, pi=pi[:, :2])
+        replay(Strategy("external", TreatmentPolicy("none")), data, pi=pi[:, :2])
 
 
 def test_strategy_file_references_a_rules_file(tmp_path):

@@ -1,0 +1,242 @@
+"""Who gets what, how often: the one home of a strategy's eligibility.
+
+Every runtime asks the same :class:`Eligibility` before it acts: the event-time
+simulation (:func:`mktlab.strategy.simulate`), the live workers (:mod:`mktlab.live`) and
+the service's ``/issue``. The checks run in this order, cheapest and most permanent first:
+
+1. **holdout** — a salted hash of the user (``strategy.assignment_salt``) puts a fixed
+   fraction ``strategy.holdout`` out of the campaign for its whole life;
+2. **audience** — ``strategy.audience`` must contain the user;
+3. **policy** — ``all`` passes, ``none`` refuses, ``random`` passes with probability
+   ``rate`` by a second salted hash (the same draw in every runtime), ``uplift_threshold``
+   passes when the predicted uplift is at least ``threshold``;
+4. **caps** — every :class:`~mktlab.rules.model.FrequencyCap` of the strategy and of its
+   rule set that applies to the action's channel, counted in a :class:`CapLedger` shared
+   by all runtimes (Redis) or in memory (simulation). Recording is keyed by the action's
+   idempotency key, so a redelivered event is allowed again and never counted twice.
+
+Each answer is a :class:`Verdict` carrying the propensity of the logged choice, which the
+sandbox's off-policy estimators and the uplift learners read back from the decision log.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from mktlab.errors import ServiceUnavailableError, ValidationError
+from mktlab.experiments._hash import N_BUCKETS, hash_buckets
+from mktlab.rules.model import FrequencyCap
+from mktlab.strategy.spec import Strategy
+
+STATUSES = ("ok", "holdout", "not_in_audience", "not_drawn", "policy_none", "low_uplift", "capped")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer for one (user, action): allowed or the reason why not.
+
+    ``p_treat`` is the probability that this strategy treats a user like this one
+    (holdout and random draw included; 0 or 1 for deterministic refusals), and
+    ``propensity`` the probability of what was logged (``p_treat`` when allowed, else
+    ``1 - p_treat``).
+    """
+
+    allowed: bool
+    status: str
+    reason: str
+    p_treat: float
+    holdout: bool
+    uplift: float | None = None
+
+    @property
+    def propensity(self) -> float:
+        return self.p_treat if self.allowed else 1.0 - self.p_treat
+
+
+class EligibilityContext(Protocol):
+    """What eligibility needs to know about a user, whatever the runtime."""
+
+    def in_audience(self, audience: str, user_id: str) -> bool: ...
+
+    def uplift(self, user_id: str) -> float | None: ...
+
+
+class CapLedger(Protocol):
+    """Where allowed actions are counted for frequency caps."""
+
+    def check_and_record(
+        self, user_id: str, channel: str, ts: float, key: str, caps: Sequence[FrequencyCap]
+    ) -> FrequencyCap | None: ...
+
+
+def _unit(ids: Sequence[str], salt: str) -> np.ndarray:
+    return hash_buckets(list(ids), salt) / float(N_BUCKETS)
+
+
+def in_holdout(strategy: Strategy, user_ids: Sequence[str]) -> np.ndarray:
+    """Which users the strategy keeps out (deterministic; the same in every runtime)."""
+    if strategy.holdout <= 0:
+        return np.zeros(len(user_ids), dtype=bool)
+    return _unit(user_ids, f"{strategy.assignment_salt}:holdout") < strategy.holdout
+
+
+def random_draw(strategy: Strategy, user_ids: Sequence[str]) -> np.ndarray:
+    """The user's uniform draw for a ``random`` policy (independent of the holdout's)."""
+    return _unit(user_ids, f"{strategy.assignment_salt}:draw:{strategy.policy.seed}")
+
+
+class Eligibility:
+    """Check actions of one strategy (see the module docstring for the order).
+
+    Parameters
+    ----------
+    strategy : Strategy
+    context : EligibilityContext
+        Audience membership and uplift scores.
+    caps : CapLedger
+        :class:`MemoryCapLedger` for simulations, :class:`RedisCapLedger` live.
+    """
+
+    def __init__(self, strategy: Strategy, context: EligibilityContext, caps: CapLedger):
+        pol = strategy.policy
+        if pol.kind == "uplift_threshold" and pol.threshold is None:
+            raise ValidationError(
+                f"strategy {strategy.name!r}: policy.top_fraction ranks a whole log; a live or "
+                "per-request runtime needs policy.threshold (an uplift cut-off)"
+            )
+        if pol.kind == "logged":
+            raise ValidationError(
+                f"strategy {strategy.name!r}: policy 'logged' only exists in a replay of logged data"
+            )
+        self.strategy = strategy
+        self.context = context
+        self.caps = caps
+        self._caps = tuple(strategy.caps) + tuple(strategy.rules.caps if strategy.rules else ())
+        self._cache: dict[str, tuple[bool, float]] = {}
+
+    def _user(self, user_id: str) -> tuple[bool, float]:
+        hit = self._cache.get(user_id)
+        if hit is None:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            hold = bool(in_holdout(self.strategy, [user_id])[0])
+            draw = float(random_draw(self.strategy, [user_id])[0])
+            hit = self._cache[user_id] = (hold, draw)
+        return hit
+
+    def check(self, user_id: str, channel: str, ts: float, key: str) -> Verdict:
+        """Decide one action (``channel`` is ``"coupon"`` or a message channel)."""
+        s, pol = self.strategy, self.strategy.policy
+        hold, draw = self._user(user_id)
+        keep = 1.0 - s.holdout
+        p = keep * (pol.rate if pol.kind == "random" else 1.0)
+        if hold:
+            return Verdict(False, "holdout", f"in the {s.holdout:.0%} holdout", p, True)
+        if s.audience is not None and not self.context.in_audience(s.audience, user_id):
+            return Verdict(False, "not_in_audience", f"not in audience {s.audience!r}", 0.0, False)
+        uplift = None
+        if pol.kind == "none":
+            return Verdict(False, "policy_none", "policy 'none' treats nobody", 0.0, False)
+        if pol.kind == "random" and draw >= pol.rate:
+            return Verdict(False, "not_drawn", f"not drawn at rate {pol.rate:g}", p, False)
+        if pol.kind == "uplift_threshold":
+            uplift = self.context.uplift(user_id)
+            if uplift is None or not math.isfinite(uplift) or uplift < pol.threshold:
+                shown = "no score" if uplift is None else f"{uplift:.4g}"
+                return Verdict(
+                    False, "low_uplift", f"uplift {shown} < {pol.threshold:g}", 0.0, False, uplift
+                )
+        cap = self.caps.check_and_record(user_id, channel, ts, key, self._caps)
+        if cap is not None:
+            return Verdict(False, "capped", f"cap {cap.channel} {cap.max}/{cap.per}s", p, False, uplift)
+        return Verdict(True, "ok", "", p, False, uplift)
+
+
+class MemoryCapLedger:
+    """Frequency caps counted in memory (the simulation's ledger; same rule as Redis's)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[tuple[str, int, int], list[tuple[float, str]]] = {}
+
+    def check_and_record(
+        self, user_id: str, channel: str, ts: float, key: str, caps: Sequence[FrequencyCap]
+    ) -> FrequencyCap | None:
+        live = [(i, c) for i, c in enumerate(caps) if c.applies_to(channel)]
+        for i, c in live:
+            lst = self._sent.get((user_id, c.max, c.per, c.channel), [])
+            if any(k == key for _, k in lst):
+                return None  # already recorded: a replay of an allowed action
+            if c.max == 0:
+                return c
+            lo = bisect.bisect_right(lst, (ts - c.per, "\uffff"))
+            hi = bisect.bisect_right(lst, (ts, "\uffff"))
+            if hi - lo >= c.max:
+                return c
+        for _, c in live:
+            bisect.insort(self._sent.setdefault((user_id, c.max, c.per, c.channel), []), (ts, key))
+        return None
+
+
+_CAPS_LUA = """
+-- KEYS: one sorted set per applicable cap; ARGV: ts, member, then (max, per) per key
+local ts = tonumber(ARGV[1])
+local member = ARGV[2]
+for i, k in ipairs(KEYS) do
+  if redis.call('ZSCORE', k, member) then return 0 end
+end
+for i, k in ipairs(KEYS) do
+  local max = tonumber(ARGV[1 + 2 * i])
+  local per = tonumber(ARGV[2 + 2 * i])
+  if max == 0 then return i end
+  if redis.call('ZCOUNT', k, '(' .. (ts - per), ts) >= max then return i end
+end
+for i, k in ipairs(KEYS) do
+  local per = tonumber(ARGV[2 + 2 * i])
+  redis.call('ZADD', k, ts, member)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. (ts - per))
+  redis.call('EXPIRE', k, per + 3600)
+end
+return 0
+"""
+
+
+class RedisCapLedger:
+    """Frequency caps counted in Redis: shared by every worker, the service and restarts.
+
+    One sorted set per (user, cap) holds the idempotency keys of allowed actions scored
+    by event time; a Lua script checks and records atomically. A key already recorded is
+    allowed again (a redelivered event), so nothing is counted twice.
+    """
+
+    def __init__(self, redis_client: Any, namespace: str = "mktlab"):
+        self.redis = redis_client
+        self.namespace = namespace
+        self._script: Callable | None = None
+
+    def _key(self, user_id: str, cap: FrequencyCap) -> str:
+        return f"{self.namespace}:cap:{{{user_id}}}:{cap.channel}:{cap.max}:{cap.per}"
+
+    def check_and_record(
+        self, user_id: str, channel: str, ts: float, key: str, caps: Sequence[FrequencyCap]
+    ) -> FrequencyCap | None:
+        live = [c for c in caps if c.applies_to(channel)]
+        if not live:
+            return None
+        if self._script is None:
+            self._script = self.redis.register_script(_CAPS_LUA)
+        args: list[Any] = [repr(float(ts)), key]
+        for c in live:
+            args += [c.max, c.per]
+        import redis
+
+        try:
+            hit = int(self._script(keys=[self._key(user_id, c) for c in live], args=args))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise ServiceUnavailableError(f"Redis is unreachable for frequency caps: {exc}") from exc
+        return live[hit - 1] if hit else None

@@ -1,0 +1,223 @@
+"""A strategy run event by event: rules fire, eligibility decides, effects come out.
+
+:class:`StrategyRuntime` is the one execution of a strategy over events. The event-time
+simulation (:func:`simulate`) drives it over a whole log in memory; the live workers
+(:mod:`mktlab.live`) drive the same class per bus partition, with its window state
+checkpointed (:meth:`StrategyRuntime.snapshot`) and caps counted in Redis. Equal inputs
+give equal decisions, which ``tests/live`` checks end to end.
+
+Effects are data (:class:`Effect`): the runtime never issues a coupon or sends a message
+itself. Each carries an idempotency key ``<strategy>:v<version>:<rule>:<action#>:<user>:<event id>``,
+so executing an effect twice (a redelivered event) has no second consequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from mktlab.errors import SchemaError
+from mktlab.rules.model import IssueCoupon, RuleSet, SendMessage, SetLifecycle
+from mktlab.rules.online import OnlineEngine
+from mktlab.strategy.eligibility import CapLedger, Eligibility, EligibilityContext, MemoryCapLedger
+from mktlab.strategy.spec import Strategy
+
+DECISION_COLUMNS = (
+    "key", "source", "version", "node", "user_id", "ts", "event_id", "action", "status",
+    "reason", "arm", "p_treat", "propensity", "holdout", "uplift",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """Something to do in the world: ``coupon``, ``message`` or ``update``."""
+
+    kind: str
+    key: str
+    user_id: str
+    node_id: str
+    ts: float
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Decisions (one row per considered action) and effects of some events."""
+
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+
+    def extend(self, other: RunResult) -> None:
+        self.decisions.extend(other.decisions)
+        self.effects.extend(other.effects)
+
+    def decisions_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.decisions, columns=list(DECISION_COLUMNS))
+
+
+class StrategyRuntime:
+    """Run one strategy's rules on events and decide each action through :class:`Eligibility`.
+
+    Parameters
+    ----------
+    strategy : Strategy
+        Needs a ``rules`` section (its triggers); a strategy without rules acts only
+        through ``/issue`` and journeys.
+    context : EligibilityContext
+        Audience membership and uplift scores (also feeds ``audience.*`` rule conditions).
+    caps : CapLedger, optional
+        Default: a fresh :class:`MemoryCapLedger`.
+    profiles : DataFrame, optional
+        For ``profile.*`` rule conditions.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        context: EligibilityContext,
+        caps: CapLedger | None = None,
+        *,
+        profiles: pd.DataFrame | None = None,
+        audiences: Mapping[str, Any] | None = None,
+    ):
+        if strategy.rules is None:
+            raise SchemaError(f"strategy {strategy.name!r}: no rules section, nothing triggers it")
+        self.strategy = strategy
+        self.eligibility = Eligibility(strategy, context, caps or MemoryCapLedger())
+        # caps and budget belong to eligibility and the issuer; the rules only match
+        bare = RuleSet(
+            name=strategy.rules.name,
+            rules=strategy.rules.rules,
+            caps=(),
+            version=strategy.rules.version,
+            max_coupons_per_event=strategy.rules.max_coupons_per_event,
+        )
+        self.engine = OnlineEngine(bare, profiles=profiles, audiences=audiences, order="per_user")
+        self.events = self._events_used(bare)
+
+    @staticmethod
+    def _events_used(rules: RuleSet) -> frozenset[str] | None:
+        names: set[str] = set()
+        for r in rules.active_rules:
+            t = r.when
+            typ = getattr(t, "type", None)
+            if typ is not None:
+                if typ == "*":
+                    return None
+                names.add(typ)
+            else:
+                names.add(t.event)
+                if t.absent:
+                    names.add(t.absent)
+        return frozenset(names)
+
+    def snapshot(self) -> bytes:
+        return self.engine.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.engine.restore(data)
+
+    def on_event(
+        self, user_id: str, ts: float, event: str, event_id: str, props: Mapping[str, Any] | None = None
+    ) -> RunResult:
+        """Decisions and effects of one event (``ts`` in epoch seconds, event time)."""
+        out = RunResult()
+        if self.events is not None and event not in self.events:
+            return out  # no rule reads this event type: nothing to match or remember
+        row = dict(props or {})
+        row.update(user_id=user_id, ts=pd.Timestamp(int(ts * 1e9)), event=event)
+        fired = self.engine.process(row)
+        s = self.strategy
+        for i, d in enumerate(fired):
+            a = d.action
+            key = f"{s.key}:{d.rule_id}:{i}:{user_id}:{event_id}"
+            base = {
+                "key": key, "source": s.name, "version": s.version, "node": d.rule_id,
+                "user_id": user_id, "ts": ts, "event_id": event_id,
+            }  # fmt: skip
+            if isinstance(a, SetLifecycle):
+                out.effects.append(Effect("update", key, user_id, d.rule_id, ts, {"lifecycle": a.state}))
+                out.decisions.append(
+                    {**base, "action": "update", "status": "ok", "reason": "", "arm": "treated",
+                     "p_treat": 1.0, "propensity": 1.0, "holdout": False, "uplift": None}  # fmt: skip
+                )
+                continue
+            kind = "coupon" if isinstance(a, IssueCoupon) else "message"
+            if not d.allowed:  # stacked: more coupons than the rule set allows per event
+                out.decisions.append(
+                    {**base, "action": kind, "status": d.status, "reason": d.reason, "arm": "control",
+                     "p_treat": 0.0, "propensity": 1.0, "holdout": False, "uplift": None}  # fmt: skip
+                )
+                continue
+            v = self.eligibility.check(user_id, a.channel, ts, key)
+            arm = "treated" if v.allowed else ("holdout" if v.holdout else "control")
+            out.decisions.append(
+                {**base, "action": kind, "status": v.status, "reason": v.reason, "arm": arm,
+                 "p_treat": v.p_treat, "propensity": v.propensity, "holdout": v.holdout,
+                 "uplift": v.uplift}  # fmt: skip
+            )
+            if not v.allowed:
+                continue
+            if isinstance(a, IssueCoupon):
+                payload = {
+                    "campaign_id": s.campaign_id or a.coupon,
+                    "value": a.value or s.coupon.face_value,
+                    "source": s.name,
+                }
+            else:
+                assert isinstance(a, SendMessage)
+                payload = {
+                    "template": a.template,
+                    "channels": list(s.message_channels(a.channel)),
+                    "campaign_id": s.campaign_id,
+                    "params": {k: v for k, v in (props or {}).items() if isinstance(v, str | int | float)},
+                    "source": s.name,
+                }
+            out.effects.append(Effect(kind, key, user_id, d.rule_id, ts, payload))
+        return out
+
+
+def simulate(
+    strategies: Strategy | Iterable[Strategy],
+    events: pd.DataFrame,
+    context: EligibilityContext,
+    *,
+    profiles: pd.DataFrame | None = None,
+    audiences: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Run strategies over an event log in time order, in memory: the live loop's reference.
+
+    ``events`` needs ``user_id, ts`` (epoch seconds or timestamps), ``event`` and
+    ``event_id`` (made from the row number when absent); other columns are event fields.
+    Caps are counted per strategy in a :class:`MemoryCapLedger` with the live ledger's rule.
+    """
+    strategies = [strategies] if isinstance(strategies, Strategy) else list(strategies)
+    missing = [c for c in ("user_id", "ts", "event") if c not in events.columns]
+    if missing:
+        raise SchemaError(f"events: missing column(s) {missing}; got {list(events.columns)}")
+    ev = events.copy()
+    if not pd.api.types.is_numeric_dtype(ev["ts"]):
+        ev["ts"] = pd.to_datetime(ev["ts"], utc=True).astype("int64") / 1e9
+    if "event_id" not in ev.columns:
+        ev["event_id"] = [f"row{i}" for i in range(len(ev))]
+    ev = ev.sort_values("ts", kind="stable")
+    ledger = MemoryCapLedger()
+    runtimes = [
+        StrategyRuntime(s, context, ledger, profiles=profiles, audiences=audiences) for s in strategies
+    ]
+    extra = [c for c in ev.columns if c not in ("user_id", "ts", "event", "event_id")]
+    out = RunResult()
+    cols = ["user_id", "ts", "event", "event_id", *extra]
+    for row in ev[cols].itertuples(index=False, name=None):
+        props = dict(zip(extra, row[4:], strict=True)) if extra else None
+        for rt in runtimes:
+            out.extend(rt.on_event(row[0], float(row[1]), row[2], str(row[3]), props))
+    return out
+
+
+def with_version(strategy: Strategy, version: int) -> Strategy:
+    """A copy of ``strategy`` at another version (every live key changes with it)."""
+    return replace(strategy, version=version)
