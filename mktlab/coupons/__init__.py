@@ -9,9 +9,10 @@
 
 from mktlab.coupons.campaign import Campaign
 from mktlab.coupons.connection import get_redis
-from mktlab.coupons.issuer import REASONS, CouponIssuer, IssueResult, ReconcileReport, home_shard
+from mktlab.coupons.issuer import REASONS, CouponIssuer, IssueResult
 from mktlab.coupons.ledger import Ledger
-from mktlab.coupons.reconcile import reconcile
+from mktlab.coupons.reconcile import ReconcileReport, reconcile
+from mktlab.coupons.shards import home_shard
 
 __all__ = [
     "REASONS",

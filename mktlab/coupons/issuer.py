@@ -5,6 +5,8 @@ protocol. In short: one EVALSHA per shard decides a batch of requests atomically
 stock, budget, window, pause, outbox entry); a user whose home shard is empty opens a
 fallback attempt that holds their claim, asks the other shards one by one in a fixed
 order (each donor decides once per attempt), and closes the attempt on the home shard.
+The shards' Redis state, the outbox and the ledger side live in
+:class:`~mktlab.coupons.shards.CampaignShards`, which the issuer extends.
 """
 
 from __future__ import annotations
@@ -15,21 +17,23 @@ import secrets
 import threading
 import time
 import uuid
-import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from mktlab.coupons.campaign import Campaign, check_request_id, check_user_id
-from mktlab.coupons.connection import get_redis, is_cluster
 from mktlab.coupons.ledger import Ledger
+from mktlab.coupons.reconcile import ReconcileReport, reconcile_campaign
+from mktlab.coupons.shards import (
+    CampaignShards,
+    CampaignState,
+    Lease,
+    columns,
+    home_shard,
+    joined,
+)
 from mktlab.errors import ServiceUnavailableError, ValidationError
-
-SCRIPT = resources.files("mktlab.coupons").joinpath("coupon.lua").read_text()
 
 #: reasons a request can be denied
 REASONS = (
@@ -45,7 +49,6 @@ REASONS = (
     "request_conflict",  # the request_id was already used for another user
 )
 TRANSIENT = frozenset({"paused", "not_started", "ledger_backlog", "not_ready"})
-_OPEN_STOP = 9.0e15  # "no end" as a number Lua can compare
 
 
 @dataclass(frozen=True)
@@ -75,45 +78,11 @@ class IssueResult:
         return self.reason in TRANSIENT
 
 
-@dataclass
-class _Lease:
-    shard: int
-    epoch: str
-    remaining: int
-    lease_id: str
-
-
-@dataclass
-class _Info:
-    campaign: Campaign
-    salt: str
-    epoch: int
-    empty: dict[int, float] = field(default_factory=dict)  # shard -> time seen empty
-
-
-def _joined(reqs: Sequence[tuple[str, str]], idx: Sequence[int]) -> list[str]:
-    # batches travel as two newline-joined arguments (ids cannot contain newlines)
-    return ["\n".join(reqs[i][0] for i in idx), "\n".join(reqs[i][1] for i in idx)]
-
-
-def _columns(rows: Sequence[tuple[Any, ...]]) -> list[str]:
-    return ["\n".join(str(x) for x in col) for col in zip(*rows)]
-
-
-def _outbox_row(d: str) -> tuple[Any, ...]:
-    # coupon.lua's entry(): user|seq|code|shard|home_shard|request_id|issued_at|lease_id,
-    # which is ledger.ROW_FIELDS order
-    user, seq, code, src, home, rid, t, lid = d.split("|")
-    return (user, int(seq), code, int(src), int(home), rid, lid or None, float(t))
-
-
-def home_shard(user_id: str, shards: int) -> int:
-    """The shard holding ``user_id``'s claims: ``crc32(user_id) % shards``."""
-    return zlib.crc32(user_id.encode()) % shards
-
-
-class CouponIssuer:
+class CouponIssuer(CampaignShards):
     """Issue coupons from Redis and record them in the ledger.
+
+    The shard API it inherits (:meth:`state`, :meth:`read_shards`, :meth:`drain`, ...)
+    is what :func:`~mktlab.coupons.reconcile.reconcile` works through.
 
     Parameters
     ----------
@@ -152,124 +121,18 @@ class CouponIssuer:
             raise ValidationError(f"durability={durability!r}: expected 'ledger' or 'outbox'")
         if batch_size < 1:
             raise ValidationError(f"batch_size={batch_size}: must be >= 1")
-        self.redis = get_redis(redis) if redis is None or isinstance(redis, str) else redis
-        self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
-        self.namespace = namespace
+        super().__init__(
+            redis,
+            ledger,
+            namespace=namespace,
+            request_ttl=request_ttl,
+            ledger_check_interval=ledger_check_interval,
+        )
         self.durability = durability
-        self.request_ttl = float(request_ttl)
         self.batch_size = int(batch_size)
-        self.ledger_check_interval = float(ledger_check_interval)
         self.empty_hint_ttl = float(empty_hint_ttl)
-        self._cluster = is_cluster(self.redis)
-        self._sha = self.redis.script_load(SCRIPT) if self._ping() else None
-        self._infos: dict[str, _Info] = {}
-        self._leases: dict[str, _Lease] = {}
-        self._lease_lock = threading.Lock()
-        self._acked: list[tuple[str, list[str]]] = []  # (outbox key, ids) to XDEL
-        self._acked_lock = threading.Lock()
-        self._ledger_ok_at = 0.0
-        self._ledger_down = False
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
-
-    # ------------------------------------------------------------------ plumbing
-    def _ping(self) -> bool:
-        try:
-            self.redis.ping()
-            return True
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-
-    def _tag(self, cid: str, k: int) -> str:
-        return f"{self.namespace}:{{{cid}#{k}}}"
-
-    def _keys(self, cid: str, k: int) -> dict[str, str]:
-        t = self._tag(cid, k)
-        return {n: f"{t}:{n}" for n in ("meta", "claims", "outbox", "pend", "takes")}
-
-    def _req_keys(self, cid: str, k: int) -> list[str]:
-        # answers live in hashes per time bucket, so old request ids expire as a whole
-        b = int(time.time() // self.request_ttl)
-        t = self._tag(cid, k)
-        return [f"{t}:reqs:{b}", f"{t}:reqs:{b - 1}"]
-
-    def _run(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
-        """EVALSHA every ``(keys, args)`` in one pipeline; return the replies in order."""
-        if not calls:
-            return []
-        try:
-            if self._sha is None:
-                self._sha = self.redis.script_load(SCRIPT)
-            for attempt in range(2):
-                if self._cluster:
-                    # redis-py refuses EVALSHA in cluster pipelines; each call is routed
-                    # to the node owning its (single) slot instead
-                    replies = []
-                    for keys, args in calls:
-                        try:
-                            replies.append(self.redis.evalsha(self._sha, len(keys), *keys, *args))
-                        except redis.exceptions.ResponseError as exc:
-                            replies.append(exc)
-                else:
-                    pipe = self.redis.pipeline(transaction=False)
-                    acked = self._take_acked()
-                    for key, ids in acked:  # outbox entries recorded by the previous call
-                        pipe.xdel(key, *ids)
-                    for keys, args in calls:
-                        pipe.evalsha(self._sha, len(keys), *keys, *args)
-                    replies = pipe.execute(raise_on_error=False)[len(acked) :]
-                if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-                    break
-                if attempt == 1:
-                    raise ServiceUnavailableError("Redis keeps forgetting the issuer script")
-                # the server restarted or failed over: load the script and run the calls
-                # it refused (NOSCRIPT means the call had no effect)
-                self._sha = self.redis.script_load(SCRIPT)
-                redo = [
-                    i
-                    for i, r in enumerate(replies)
-                    if isinstance(r, redis.exceptions.NoScriptError)
-                ]
-                again = self._run([calls[i] for i in redo])
-                for i, r in zip(redo, again):
-                    replies[i] = r
-                break
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ServiceUnavailableError(
-                f"Redis is unreachable: {exc}. Retrying with the same request_ids is safe."
-            ) from exc
-        for r in replies:
-            if isinstance(r, Exception):
-                if isinstance(r, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-                    raise ServiceUnavailableError(f"Redis is unreachable: {r}") from r
-                raise r
-        return replies
-
-    def _info(self, cid: str) -> _Info:
-        info = self._infos.get(cid)
-        if info is None:
-            got = self.ledger.get_campaign(cid)
-            info = _Info(got["campaign"], got["salt"], got["epoch"])
-            self._infos[cid] = info
-        return info
-
-    def campaign(self, campaign_id: str) -> Campaign:
-        """The stored definition of a campaign (:class:`NotFoundError` if unknown)."""
-        return self._info(campaign_id).campaign
-
-    def _check_ledger(self) -> None:
-        now = time.monotonic()
-        if not self._ledger_down and now - self._ledger_ok_at < self.ledger_check_interval:
-            return
-        if self.ledger.ping():
-            self._ledger_down = False
-            self._ledger_ok_at = now
-            return
-        self._ledger_down = True
-        raise ServiceUnavailableError(
-            f"ledger {self.ledger!r} is unreachable: issuance refused so that no coupon is "
-            "issued without a durable record"
-        )
 
     # ------------------------------------------------------------------ campaigns
     def create_campaign(self, campaign: Campaign) -> Campaign:
@@ -301,82 +164,17 @@ class CouponIssuer:
             raise
         return info.campaign
 
-    def _meta_present(self, cid: str, shards: int) -> bool:
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for k in range(shards):
-                pipe.hexists(self._keys(cid, k)["meta"], "stock")
-            return all(pipe.execute())
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-
-    def _load_shard(
-        self,
-        info: _Info,
-        k: int,
-        *,
-        paused: bool,
-        spent: int = 0,
-        issued: int = 0,
-        claims: dict[str, int] | None = None,
-    ) -> None:
-        """(Re)write shard ``k``: state from the definition minus ``spent`` coupons."""
-        c = info.campaign
-        keys = self._keys(c.campaign_id, k)
-        stock = c.shard_stock()[k] - spent
-        budget = c.shard_budget()[k] - spent * c.cost_cents
-        meta = {
-            "stock": stock,
-            "budget": budget,
-            "cost": c.cost_cents,
-            "start": c.start if c.start is not None else 0,
-            "stop": c.end if c.end is not None else _OPEN_STOP,
-            "limit": c.per_user_limit,
-            "paused": 1 if paused else 0,
-            "epoch": info.epoch,
-            "max_backlog": c.max_backlog,
-            "salt": info.salt,
-            "issued": issued,
-            "leased": 0,
-            "lissued": 0,
-            "shard": k,
-            "shards": c.shards,
-        }
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            # paused while claims are rewritten; the final HSET below sets the wanted state
-            pipe.hset(keys["meta"], "paused", 1)
-            for name in ("claims", "pend", "takes"):  # one key per DEL: cluster pipelines
-                pipe.delete(keys[name])
-            items = list((claims or {}).items())
-            for i in range(0, len(items), 5000):
-                pipe.hset(keys["claims"], mapping=dict(items[i : i + 5000]))
-            pipe.hset(keys["meta"], mapping=meta)
-            pipe.execute()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-
-    def _set_paused(self, cid: str, paused: bool) -> None:
-        info = self._info(cid)
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for k in range(info.campaign.shards):
-                pipe.hset(self._keys(cid, k)["meta"], "paused", 1 if paused else 0)
-            pipe.execute()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-
     def pause(self, campaign_id: str) -> None:
         """Stop issuance of a campaign (every shard) until :meth:`resume`."""
         self._info(campaign_id)
         self.ledger.update_campaign(campaign_id, paused=True)
-        self._set_paused(campaign_id, True)
+        self.set_shards_paused(campaign_id, True)
 
     def resume(self, campaign_id: str) -> None:
         """Resume a paused campaign."""
         self._info(campaign_id)
         self.ledger.update_campaign(campaign_id, paused=False)
-        self._set_paused(campaign_id, False)
+        self.set_shards_paused(campaign_id, False)
 
     # ------------------------------------------------------------------ issuance
     def issue(
@@ -454,7 +252,15 @@ class CouponIssuer:
         return out  # type: ignore[return-value]
 
     def _parse(
-        self, info: _Info, user: str, rid: str, reply: str, home: int, now: float, rows, xdel
+        self,
+        info: CampaignState,
+        user: str,
+        rid: str,
+        reply: str,
+        home: int,
+        now: float,
+        rows,
+        xdel,
     ):
         """Turn one script answer into an IssueResult (or a fallback marker)."""
         cid = info.campaign.campaign_id
@@ -469,7 +275,7 @@ class CouponIssuer:
             return ("F", int(parts[1]), parts[2])
         return IssueResult(cid, user, rid, "denied", parts[1])
 
-    def _fallback_allowed(self, info: _Info, home: int) -> bool:
+    def _fallback_allowed(self, info: CampaignState, home: int) -> bool:
         n = info.campaign.shards
         if n == 1:
             return False
@@ -492,7 +298,7 @@ class CouponIssuer:
             args = head(h)
             for s in range(0, len(idx), self.batch_size):
                 part = idx[s : s + self.batch_size]
-                calls.append((keys, [*args, *_joined(reqs, part)]))
+                calls.append((keys, [*args, *joined(reqs, part)]))
                 spans.append((h, part))
         return calls, spans
 
@@ -546,7 +352,7 @@ class CouponIssuer:
                 for s in range(0, len(group), self.batch_size):
                     part = group[s : s + self.batch_size]
                     args: list[Any] = ["take", repr(now), d]
-                    args += _columns([(reqs[a[0]][0], a[2], reqs[a[0]][1], a[1]) for a in part])
+                    args += columns([(reqs[a[0]][0], a[2], reqs[a[0]][1], a[1]) for a in part])
                     calls.append(([keys["meta"], keys["outbox"], keys["takes"]], args))
                     spans.append((d, part))
             for (d, part), reply in zip(spans, self._run(calls)):
@@ -570,7 +376,7 @@ class CouponIssuer:
             for s in range(0, len(group), self.batch_size):
                 part = group[s : s + self.batch_size]
                 args = ["confirm", int(self.request_ttl)]
-                args += _columns([(reqs[a[0]][0], a[2], reqs[a[0]][1], a[5]) for a in part])
+                args += columns([(reqs[a[0]][0], a[2], reqs[a[0]][1], a[5]) for a in part])
                 calls.append(
                     ([keys["meta"], keys["claims"], keys["pend"], *self._req_keys(cid, h)], args)
                 )
@@ -584,7 +390,7 @@ class CouponIssuer:
                 out[i] = res
 
     # ------------------------------------------------------------------ pre-deduction
-    def _acquire_lease(self, info: _Info, now: float) -> _Lease | None:
+    def _acquire_lease(self, info: CampaignState, now: float) -> Lease | None:
         c = info.campaign
         cid = c.campaign_id
         first = (os.getpid() + threading.get_ident()) % c.shards
@@ -594,7 +400,7 @@ class CouponIssuer:
                 [([self._keys(cid, k)["meta"]], ["lease", repr(now), c.prededuct_chunk])]
             )[0]
             if int(got) > 0:
-                return _Lease(k, str(epoch), int(got), uuid.uuid4().hex[:16])
+                return Lease(k, str(epoch), int(got), uuid.uuid4().hex[:16])
         return None
 
     def _issue_leased(self, info, reqs, todo, now, out, rows, xdel) -> list[int]:
@@ -654,83 +460,6 @@ class CouponIssuer:
                 del self._leases[cid]
         return back
 
-    # ------------------------------------------------------------------ ledger side
-    def _commit(self, cid: str, rows: list[tuple], xdel: dict[int, list[str]]) -> None:
-        try:
-            self.ledger.record_tuples(cid, rows)
-        except ServiceUnavailableError as exc:
-            self._ledger_down = True
-            raise ServiceUnavailableError(
-                f"{exc}. {len(rows)} decided coupon(s) stay in the Redis outbox until the "
-                "ledger is back; retry the same request_ids then"
-            ) from exc
-        self._ledger_ok_at = time.monotonic()
-        self._xdel(cid, xdel)
-
-    def _xdel(self, cid: str, xdel: dict[int, list[str]], *, now: bool = False) -> None:
-        """Delete recorded entries from the outbox.
-
-        On a single Redis the deletions ride along with the next call's pipeline (one
-        round trip per batch instead of two); until then they sit in the outbox as
-        entries the ledger already holds, which a drain would re-insert harmlessly.
-        """
-        if not xdel:
-            return
-        with self._acked_lock:
-            for k, ids in xdel.items():
-                key = self._keys(cid, k)["outbox"]
-                for s in range(0, len(ids), 1000):
-                    self._acked.append((key, ids[s : s + 1000]))
-        if now or self._cluster:
-            self._flush_acked()
-
-    def _take_acked(self) -> list[tuple[str, list[str]]]:
-        with self._acked_lock:
-            acked, self._acked = self._acked, []
-        return acked
-
-    def _flush_acked(self) -> None:
-        acked = self._take_acked()
-        if not acked:
-            return
-        try:
-            if self._cluster:  # one key per command, routed to its node
-                for key, ids in acked:
-                    self.redis.xdel(key, *ids)
-            else:
-                pipe = self.redis.pipeline(transaction=False)
-                for key, ids in acked:
-                    pipe.xdel(key, *ids)
-                pipe.execute()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            pass  # recorded already; the drainer or reconcile removes them later
-
-    def drain(self, campaign_id: str | None = None, batch: int = 5000) -> int:
-        """Move outbox entries into the ledger (idempotent); return how many were moved."""
-        self._flush_acked()
-        cids = [campaign_id] if campaign_id else self.ledger.campaign_ids()
-        moved = 0
-        for cid in cids:
-            info = self._info(cid)
-            for k in range(info.campaign.shards):
-                key = self._keys(cid, k)["outbox"]
-                while True:
-                    try:
-                        entries = self.redis.xrange(key, "-", "+", count=batch)
-                    except (
-                        redis.exceptions.ConnectionError,
-                        redis.exceptions.TimeoutError,
-                        OSError,
-                    ) as exc:
-                        raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-                    if not entries:
-                        break
-                    rows = [_outbox_row(f["d"]) for _, f in entries]
-                    self._commit(cid, rows, {})
-                    self._xdel(cid, {k: [eid for eid, _ in entries]}, now=True)
-                    moved += len(rows)
-        return moved
-
     def start_worker(self, interval: float = 0.2, campaign_id: str | None = None) -> None:
         """Drain the outbox in a background thread every ``interval`` seconds.
 
@@ -785,45 +514,23 @@ class CouponIssuer:
         info = self._info(campaign_id)
         c = info.campaign
         self._flush_acked()
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for k in range(c.shards):
-                keys = self._keys(campaign_id, k)
-                pipe.hmget(
-                    keys["meta"],
-                    "stock",
-                    "budget",
-                    "issued",
-                    "paused",
-                    "leased",
-                    "lissued",
-                    "epoch",
-                )
-                pipe.xlen(keys["outbox"])
-                pipe.hlen(keys["pend"])
-            replies = pipe.execute()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-        shards = []
-        for k in range(c.shards):
-            m, backlog, pend = replies[3 * k : 3 * k + 3]
-            ready = m[0] is not None
-            shards.append(
-                {
-                    "shard": k,
-                    "ready": ready,
-                    "stock": c.shard_stock()[k],
-                    "remaining": int(m[0]) if ready else None,
-                    "budget_left_cents": int(m[1]) if ready else None,
-                    "issued": int(m[2]) if ready else 0,
-                    "paused": m[3] == "1",
-                    "leased": int(m[4] or 0),
-                    "lissued": int(m[5] or 0),
-                    "epoch": m[6],
-                    "outbox_backlog": int(backlog),
-                    "pending": int(pend),
-                }
-            )
+        shards = [
+            {
+                "shard": s.shard,
+                "ready": s.ready,
+                "stock": c.shard_stock()[s.shard],
+                "remaining": s.remaining,
+                "budget_left_cents": s.budget_left_cents if s.ready else None,
+                "issued": (s.issued or 0) if s.ready else 0,
+                "paused": s.paused,
+                "leased": s.leased,
+                "lissued": s.lissued,
+                "epoch": s.epoch,
+                "outbox_backlog": s.outbox_backlog,
+                "pending": s.pending,
+            }
+            for s in self.read_shards(campaign_id)
+        ]
         issued = sum(s["issued"] for s in shards)
         ledger_issued = self.ledger.count(campaign_id)
         return {
@@ -847,45 +554,4 @@ class CouponIssuer:
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, campaign_id: str) -> ReconcileReport:
         """Rebuild a campaign's Redis state from the ledger; see :func:`reconcile`."""
-        from mktlab.coupons.reconcile import reconcile_campaign
-
         return reconcile_campaign(self, campaign_id)
-
-
-@dataclass
-class ReconcileReport:
-    """What :func:`reconcile` found and repaired."""
-
-    campaign_id: str
-    redis_was_empty: bool
-    drained: int
-    pending_confirmed: int
-    pending_released: int
-    ledger_issued: int
-    redis_issued_before: int
-    remaining_before: int
-    remaining_after: int
-    stranded_recovered: int
-    claims_missing_in_redis: int
-    claims_extra_in_redis: int
-    sample_extra_users: list[str]
-    epoch: int
-    resumed: bool
-
-    @property
-    def consistent(self) -> bool:
-        """True when Redis already agreed with the ledger (nothing had to be repaired)."""
-        return (
-            not self.redis_was_empty
-            and self.claims_missing_in_redis == 0
-            and self.claims_extra_in_redis == 0
-            and self.remaining_before == self.remaining_after
-            and self.redis_issued_before == self.ledger_issued
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        d = asdict(self)
-        d["consistent"] = self.consistent
-        return d

@@ -2,100 +2,75 @@
 
 Run it after a Redis restart or failover (Redis lost acknowledged writes, or all of its
 state), after an issuing process crashed holding leased stock, or any time to audit.
+It works through the public shard API of :class:`~mktlab.coupons.shards.CampaignShards`
+(which :class:`~mktlab.coupons.issuer.CouponIssuer` extends), so it needs no issuer of
+its own: without one it opens the shards directly.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
-
-import redis
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from mktlab.coupons.campaign import Campaign
-from mktlab.errors import ServiceUnavailableError
-
-if TYPE_CHECKING:
-    from mktlab.coupons.issuer import CouponIssuer, ReconcileReport
+from mktlab.coupons.shards import CampaignShards, home_shard
 
 
-def _redis_state(
-    issuer: CouponIssuer, cid: str, shards: int
-) -> tuple[list[list[Any]], list[dict[str, str]]]:
-    try:
-        pipe = issuer.redis.pipeline(transaction=False)
-        for k in range(shards):
-            pipe.hmget(issuer._keys(cid, k)["meta"], "stock", "issued", "leased", "lissued")
-        metas = pipe.execute()
-        pipe = issuer.redis.pipeline(transaction=False)
-        for k in range(shards):
-            pipe.hgetall(issuer._keys(cid, k)["claims"])
-        claims = pipe.execute()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-    return metas, claims
+@dataclass
+class ReconcileReport:
+    """What :func:`reconcile` found and repaired."""
+
+    campaign_id: str
+    redis_was_empty: bool
+    drained: int
+    pending_confirmed: int
+    pending_released: int
+    ledger_issued: int
+    redis_issued_before: int
+    remaining_before: int
+    remaining_after: int
+    stranded_recovered: int
+    claims_missing_in_redis: int
+    claims_extra_in_redis: int
+    sample_extra_users: list[str]
+    epoch: int
+    resumed: bool
+
+    @property
+    def consistent(self) -> bool:
+        """True when Redis already agreed with the ledger (nothing had to be repaired)."""
+        return (
+            not self.redis_was_empty
+            and self.claims_missing_in_redis == 0
+            and self.claims_extra_in_redis == 0
+            and self.remaining_before == self.remaining_after
+            and self.redis_issued_before == self.ledger_issued
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's fields plus ``consistent``, as plain values (for JSON)."""
+        d = asdict(self)
+        d["consistent"] = self.consistent
+        return d
 
 
-def _close_pending(issuer: CouponIssuer, cid: str, shards: int) -> tuple[int, int]:
-    """Fence every donor of every open fallback attempt, then close the attempt.
-
-    After the fence no donor can issue for the attempt any more, so the decision read
-    back is final: the attempt keeps the claim if exactly one donor issued, else it
-    releases it.
-    """
-    confirmed = released = 0
-    for h in range(shards):
-        keys = issuer._keys(cid, h)
-        try:
-            pend = issuer.redis.hgetall(keys["pend"])
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ServiceUnavailableError(f"Redis is unreachable: {exc}") from exc
-        for field, value in pend.items():
-            user, seq = field.rsplit("|", 1)
-            rid, reason = value.split("|", 1)
-            calls = []
-            for j in range(1, shards):
-                d = (h + j) % shards
-                dk = issuer._keys(cid, d)
-                calls.append(
-                    ([dk["meta"], dk["outbox"], dk["takes"]], ["fence", "0", d, user, seq, rid, h])
-                )
-            answers = issuer._run(calls)
-            won = [a for a in answers if a.startswith("I|")]
-            answer = "|".join(won[0].split("|")[:4]) if won else f"D|{reason}"
-            issuer._run(
-                [
-                    (
-                        [keys["meta"], keys["claims"], keys["pend"], *issuer._req_keys(cid, h)],
-                        ["confirm", int(issuer.request_ttl), user, seq, rid, answer],
-                    )
-                ]
-            )
-            if won:
-                confirmed += 1
-            else:
-                released += 1
-    return confirmed, released
-
-
-def reconcile_campaign(issuer: CouponIssuer, campaign_id: str) -> ReconcileReport:
-    """See :func:`reconcile`."""
-    from mktlab.coupons.issuer import ReconcileReport, home_shard
-
-    issuer._infos.pop(campaign_id, None)  # re-read epoch and definition
-    info = issuer._info(campaign_id)
+def reconcile_campaign(shards: CampaignShards, campaign_id: str) -> ReconcileReport:
+    """Reconcile ``campaign_id`` through ``shards`` (an issuer or bare shards); see :func:`reconcile`."""
+    info = shards.state(campaign_id, reload=True)  # re-read epoch and definition
     c = info.campaign
-    operator_paused = issuer.ledger.get_campaign(campaign_id)["paused"]
-    metas_before, _ = _redis_state(issuer, campaign_id, c.shards)
-    redis_was_empty = all(m[0] is None for m in metas_before)
+    ledger = shards.ledger
+    operator_paused = ledger.get_campaign(campaign_id)["paused"]
+    before = shards.read_shards(campaign_id)
+    redis_was_empty = all(not s.ready for s in before)
     # Quiesce: scripts check the flag atomically, so after this no shard changes state
     # except through the steps below.
-    issuer._set_paused(campaign_id, True)
-    drained = issuer.drain(campaign_id)
-    confirmed, released = _close_pending(issuer, campaign_id, c.shards)
-    drained += issuer.drain(campaign_id)
-    metas, redis_claims = _redis_state(issuer, campaign_id, c.shards)
+    shards.set_shards_paused(campaign_id, True)
+    drained = shards.drain(campaign_id)
+    confirmed, released = shards.close_fallbacks(campaign_id)
+    drained += shards.drain(campaign_id)
+    after = shards.read_shards(campaign_id, claims=True)
 
-    ledger = issuer.ledger
     spent_by_shard = ledger.counts_by(campaign_id, "shard")
     ledger_claims = ledger.claims(campaign_id)
     per_home: dict[int, dict[str, int]] = defaultdict(dict)
@@ -103,9 +78,9 @@ def reconcile_campaign(issuer: CouponIssuer, campaign_id: str) -> ReconcileRepor
         per_home[home_shard(user, c.shards)][user] = n
     missing = extra = 0
     sample: list[str] = []
-    for k in range(c.shards):
-        have = {u: int(v) for u, v in redis_claims[k].items()}
-        want = per_home.get(k, {})
+    for s in after:
+        have = s.claims or {}
+        want = per_home.get(s.shard, {})
         missing += sum(1 for u, n in want.items() if have.get(u, 0) < n)
         for u, n in have.items():
             if want.get(u, 0) < n:
@@ -113,31 +88,17 @@ def reconcile_campaign(issuer: CouponIssuer, campaign_id: str) -> ReconcileRepor
                 if len(sample) < 5:
                     sample.append(u)
 
-    def num(v):
-        return int(v) if v is not None else 0
-
-    remaining_before = sum(num(m[0]) for m in metas_before)
-    redis_issued_before = sum(num(m[1]) for m in metas_before)
-    stranded = sum(num(m[2]) for m in metas) - sum(num(m[3]) for m in metas)
+    remaining_before = sum(s.remaining or 0 for s in before)
+    redis_issued_before = sum(s.issued or 0 for s in before)
+    stranded = sum(s.leased for s in after) - sum(s.lissued for s in after)
 
     # A new epoch revokes every outstanding lease: their unused stock comes back below
     # (stock is rebuilt as allocation - coupons the ledger has charged to the shard).
-    info.epoch += 1
-    ledger.update_campaign(campaign_id, epoch=info.epoch)
-    issuer._leases.pop(campaign_id, None)
-    for k in range(c.shards):
-        issuer._load_shard(
-            info,
-            k,
-            paused=True,
-            spent=spent_by_shard.get(k, 0),
-            issued=sum(per_home.get(k, {}).values()),
-            claims=per_home.get(k, {}),
-        )
+    epoch = shards.new_epoch(campaign_id)
+    shards.write_shards(campaign_id, spent=spent_by_shard, claims=per_home, paused=True)
     remaining_after = sum(s - spent_by_shard.get(k, 0) for k, s in enumerate(c.shard_stock()))
     if not operator_paused:
-        issuer._set_paused(campaign_id, False)
-    info.empty.clear()
+        shards.set_shards_paused(campaign_id, False)
     return ReconcileReport(
         campaign_id=campaign_id,
         redis_was_empty=redis_was_empty,
@@ -152,7 +113,7 @@ def reconcile_campaign(issuer: CouponIssuer, campaign_id: str) -> ReconcileRepor
         claims_missing_in_redis=missing,
         claims_extra_in_redis=extra,
         sample_extra_users=sample,
-        epoch=info.epoch,
+        epoch=epoch,
         resumed=not operator_paused,
     )
 
@@ -160,7 +121,7 @@ def reconcile_campaign(issuer: CouponIssuer, campaign_id: str) -> ReconcileRepor
 def reconcile(
     campaign: str | Campaign,
     *,
-    issuer: CouponIssuer | None = None,
+    issuer: CampaignShards | None = None,
     redis: Any = None,
     ledger: Any = None,
     namespace: str = "mktlab:cp",
@@ -177,15 +138,14 @@ def reconcile(
     ----------
     campaign : str or Campaign
     issuer : CouponIssuer, optional
-        Reuse an issuer; otherwise one is built from ``redis``, ``ledger``, ``namespace``.
+        Reuse an issuer (any :class:`~mktlab.coupons.shards.CampaignShards`); otherwise
+        the shards are opened from ``redis``, ``ledger``, ``namespace``.
 
     Returns
     -------
     ReconcileReport
     """
-    from mktlab.coupons.issuer import CouponIssuer
-
     cid = campaign.campaign_id if isinstance(campaign, Campaign) else campaign
     if issuer is None:
-        issuer = CouponIssuer(redis=redis, ledger=ledger, namespace=namespace)
+        issuer = CampaignShards(redis=redis, ledger=ledger, namespace=namespace)
     return reconcile_campaign(issuer, cid)
