@@ -1,8 +1,10 @@
 r"""Uplift evaluation: uplift and Qini curves, AUUC, Qini coefficient, uplift@k.
 
-Conventions (they match scikit-uplift's ``qini_auc_score`` / ``uplift_auc_score``;
-causalml's ``qini_score`` / ``auuc_score`` normalise differently, so numbers from the
-two libraries are not comparable):
+Conventions. For binary outcomes the normalised areas and uplift@k are scikit-uplift
+0.5.1's published definitions (``uplift_auc_score``, ``qini_auc_score`` with
+``negative_effect=True``, ``uplift_at_k``); tests pin them against values worked out by
+hand from those formulas. causalml's ``qini_score`` / ``auuc_score`` normalise
+differently, so numbers from the two libraries are not comparable.
 
 Sort rows by predicted uplift, highest first. Rows with equal scores form one block and
 the curves are evaluated only at block ends (linear in between), so a constant score is
@@ -20,26 +22,42 @@ outcomes per person of the whole population), so ``uplift`` ends at the observed
 
 **Normalisation of areas.** For a curve :math:`C` with trapezoid area :math:`A(C)` over
 :math:`x \in [0, 1]`, the *random* curve is the straight line to the same end point and
-the *perfect* curve is the one produced by the score :math:`y\,(2w-1)` (treated
-responders first, control responders last: the best ordering of these observed
-outcomes). The reported coefficient is
+the *perfect* curve is the curve of a perfect ordering of the observed outcomes. The
+reported coefficient is
 
 .. math:: \frac{A(\text{model}) - A(\text{random})}{A(\text{perfect}) - A(\text{random})}
 
-so **1.0 = the perfect ordering of the observed outcomes, 0.0 = random targeting**
-(exactly 0 for a constant score), negative = worse than random. :func:`qini_coefficient`
-applies this to the Qini curve, :func:`auuc` to the uplift curve. Real models land far
-below 1 (the perfect ordering knows each row's realised outcome); the raw area gain
-:math:`A(\text{model}) - A(\text{random})` is :func:`qini_area`.
+so **1.0 = the perfect ordering, 0.0 = random targeting** (exactly 0 for a constant
+score), negative = worse than random. The perfect orderings are scikit-uplift's:
 
-**uplift@k** (:func:`uplift_at_k`): among the top ``k`` share of rows by predicted uplift
-(``ceil(k·N)`` rows), the treated mean outcome minus the control mean outcome — e.g. the
-treated-minus-control visit rate among the 30% the model ranks highest.
+- Qini (:func:`qini_coefficient`): the score :math:`y\,(2w-1)` (treated responders
+  first, control responders last; scikit-uplift's ``perfect_qini_curve`` with
+  ``negative_effect=True``).
+- Uplift curve (:func:`auuc`), binary outcomes: treated responders, then control
+  non-responders, then — whichever group is larger last — treated non-responders and
+  control responders: the score :math:`2\,[y = w] + s` with :math:`s = y` when there are
+  more control responders than treated non-responders, else :math:`s = w`
+  (scikit-uplift's ``perfect_uplift_curve``). scikit-uplift refuses non-binary outcomes;
+  for those mktlab uses :math:`y\,(2w-1)` as the perfect score (its own convention).
+
+Real models land far below 1 (the perfect ordering knows each row's realised outcome);
+the raw area gain :math:`A(\text{model}) - A(\text{random})` is :func:`qini_area`.
+
+**uplift@k** (:func:`uplift_at_k`): rows ordered by predicted uplift, highest first, ties
+in *reverse* row order (scikit-uplift's ``argsort(score, kind="mergesort")[::-1]``);
+``strategy="overall"`` (default) takes the first ``int(k·N)`` rows (rounded down) and
+returns their treated mean outcome minus their control mean outcome — e.g. the
+treated-minus-control visit rate among the 30% the model ranks highest;
+``strategy="by_group"`` takes the first ``int(k·N_t)`` treated and ``int(k·N_c)``
+control rows instead. Where scikit-uplift returns NaN (an arm absent from the top rows)
+mktlab raises :class:`~mktlab.errors.ValidationError`; ``k = 1`` (the whole sample) is
+accepted.
 
 With the true effect known (the synthetic world), :func:`pehe` is
 :math:`\sqrt{\tfrac1N\sum_i(\hat\tau_i-\tau_i)^2}`, :func:`true_qini_coefficient` the same
 normalised area for the cumulative *true* uplift (perfect = sorted by the true effect),
-and :func:`true_uplift_at_k` the mean true effect in the top ``k``.
+and :func:`true_uplift_at_k` the mean true effect in the same top ``int(k·N)`` rows as
+uplift@k.
 """
 
 from __future__ import annotations
@@ -130,14 +148,29 @@ def uplift_curve(y, treatment, score) -> Curve:
     return Curve(np.r_[0.0, k / n], np.r_[0.0, u / n])
 
 
-def _perfect_score(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _perfect_qini_score(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     return y * (2.0 * w - 1.0)
+
+
+def _perfect_uplift_score(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """scikit-uplift's perfect ordering for the uplift curve (see the module docs)."""
+    if not np.isin(y, (0.0, 1.0)).all():
+        return _perfect_qini_score(y, w)  # mktlab's convention for non-binary outcomes
+    control_responders = int(np.sum((y == 1) & (w == 0)))
+    treated_non_responders = int(np.sum((y == 0) & (w == 1)))
+    # the larger of the two "bad" groups goes last, which maximises the curve's area
+    last = y if control_responders > treated_non_responders else w
+    return 2.0 * (y == w) + last
+
+
+def _perfect_score(curve_fn: Callable[..., Curve], y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (_perfect_qini_score if curve_fn is qini_curve else _perfect_uplift_score)(y, w)
 
 
 def _normalised(curve_fn: Callable[..., Curve], y, treatment, score) -> float:
     y, w, s = _check(y, treatment, score)
     model = curve_fn(y, w, s)
-    perfect = curve_fn(y, w, _perfect_score(y, w))
+    perfect = curve_fn(y, w, _perfect_score(curve_fn, y, w))
     denom = perfect.area - perfect.random_area
     if denom <= 0:
         raise ValidationError(
@@ -162,22 +195,56 @@ def qini_area(y, treatment, score) -> float:
     return c.area - c.random_area
 
 
-def uplift_at_k(y, treatment, score, k: float = 0.3) -> float:
+def _order(s: np.ndarray) -> np.ndarray:
+    # highest score first; ties in reverse row order, exactly as scikit-uplift sorts
+    return np.argsort(s, kind="stable")[::-1]
+
+
+def _top_size(k: float, n: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | float | np.floating) or not 0 < k <= 1:
+        raise ValidationError(f"k: share must be in (0, 1], got {k!r}")
+    return int(n * k)  # rounded down, as scikit-uplift does
+
+
+def uplift_at_k(y, treatment, score, k: float = 0.3, strategy: str = "overall") -> float:
     """Treated-minus-control mean outcome among the top ``k`` share by predicted uplift.
+
+    scikit-uplift 0.5.1's ``uplift_at_k`` (see the module docs for the ordering of ties).
+
+    Parameters
+    ----------
+    y, treatment, score : array-like
+        Outcomes, binary treatment, predicted uplift.
+    k : float, default 0.3
+        Share of rows in (0, 1]; the top ``int(k * N)`` rows count.
+    strategy : {"overall", "by_group"}
+        ``"overall"``: the top rows of the whole sample, then each arm's mean among them.
+        ``"by_group"``: the top ``int(k * N_t)`` treated and ``int(k * N_c)`` control rows.
 
     Raises
     ------
     ValidationError
-        ``k`` outside (0, 1], or the top rows hold no treated or no control row.
+        ``k`` outside (0, 1], an unknown ``strategy``, or the top rows hold no treated or
+        no control row.
     """
     y, w, s = _check(y, treatment, score)
-    if not 0 < k <= 1:
-        raise ValidationError(f"k: share must be in (0, 1], got {k}")
-    top = np.argsort(-s, kind="stable")[: int(np.ceil(k * len(s)))]
-    yt, wt = y[top], w[top]
-    if wt.all() or not wt.any():
-        raise ValidationError(f"uplift@{k}: the top {len(top)} rows hold only one arm")
-    return float(yt[wt == 1].mean() - yt[wt == 0].mean())
+    if strategy not in ("overall", "by_group"):
+        raise ValidationError(f"strategy: expected 'overall' or 'by_group', got {strategy!r}")
+    n = _top_size(k, len(s))
+    order = _order(s)
+    if strategy == "overall":
+        top = order[:n]
+        yt, wt = y[top], w[top]
+        if wt.all() or not wt.any():
+            raise ValidationError(f"uplift@{k}: the top {len(top)} rows hold only one arm")
+        return float(yt[wt == 1].mean() - yt[wt == 0].mean())
+    n_t, n_c = _top_size(k, int(w.sum())), _top_size(k, int((w == 0).sum()))
+    if n_t == 0 or n_c == 0:
+        raise ValidationError(
+            f"uplift@{k} by_group: the top {k} share holds {n_t} treated and {n_c} control rows"
+        )
+    ranked_t, ranked_c = order[w[order] == 1], order[w[order] == 0]
+    return float(y[ranked_t[:n_t]].mean() - y[ranked_c[:n_c]].mean())
 
 
 def uplift_by_decile(y, treatment, score, bins: int = 10) -> pd.DataFrame:
@@ -282,12 +349,12 @@ def true_qini_coefficient(true_uplift, score) -> float:
 
 
 def true_uplift_at_k(true_uplift, score, k: float = 0.3) -> float:
-    """Mean true uplift among the top ``k`` share by ``score``."""
+    """Mean true uplift among the top ``int(k * N)`` rows by ``score`` (the rows of uplift@k)."""
     tau, s = _check_truth(true_uplift, score)
-    if not 0 < k <= 1:
-        raise ValidationError(f"k: share must be in (0, 1], got {k}")
-    top = np.argsort(-s, kind="stable")[: int(np.ceil(k * len(s)))]
-    return float(tau[top].mean())
+    n = _top_size(k, len(s))
+    if n == 0:
+        raise ValidationError(f"k: the top {k} share of {len(s)} rows holds no row")
+    return float(tau[_order(s)[:n]].mean())
 
 
 def evaluate(
@@ -341,7 +408,7 @@ def plot_curves(scores: dict[str, np.ndarray], y, treatment, *, kind: str = "qin
     y, w, _ = _check(y, treatment, next(iter(scores.values())))
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    perfect = fn(y, w, _perfect_score(y, w))
+    perfect = fn(y, w, _perfect_score(fn, y, w))
     for name, s in scores.items():
         c = fn(y, w, s)
         ax.plot(c.x, c.y, label=f"{name} ({_normalised(fn, y, w, s):.3f})")

@@ -33,14 +33,17 @@ def test_uplift_curve_by_hand():
 
 def test_perfect_ranking_scores_one():
     assert M.qini_coefficient(Y, W, PERFECT) == pytest.approx(1.0)
-    assert M.auuc(Y, W, PERFECT) == pytest.approx(1.0)
+    # scikit-uplift's perfect uplift ordering (T1, C0, T0, C1; tests/uplift/
+    # test_metrics_reference.py) beats y(2w-1), which ties T0 with C0: 3.75 / 4.5
+    assert M.auuc(Y, W, np.array([3.0, 1.0, 2.0, 0.0])) == pytest.approx(1.0)
+    assert M.auuc(Y, W, PERFECT) == pytest.approx(5 / 6)
 
 
 def test_inverse_ranking_by_hand():
     # qini: order C1 | tie | T1 -> 0, 0 - 1*1/2 = -0.5, 0 -> area -0.046875 / 0.1875 = -0.25
     assert M.qini_coefficient(Y, W, -PERFECT) == pytest.approx(-0.25)
-    # uplift curve is the mirror image: -1
-    assert M.auuc(Y, W, -PERFECT) == pytest.approx(-1.0)
+    # uplift curve is the mirror image of y(2w-1)'s: -3.75 / 4.5
+    assert M.auuc(Y, W, -PERFECT) == pytest.approx(-5 / 6)
 
 
 def test_constant_score_is_exactly_random():
