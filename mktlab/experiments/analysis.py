@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mktlab.errors import SchemaError, ValidationError, require_columns
+from mktlab.experiments import report
 from mktlab.experiments.stats import (
     SRM_THRESHOLD,
     Comparison,
@@ -83,15 +84,11 @@ class ExperimentResult:
 
     def plot(self, ax: Any = None) -> Any:
         """Forest plot of the relative lifts with their CIs; returns the figure."""
-        from mktlab.experiments.report import plot_lifts
-
-        return plot_lifts(self, ax=ax)
+        return report.plot_lifts(self, ax=ax)
 
     def log(self, *, experiment: str | None = None, run_name: str | None = None) -> None:
         """Log table, SRM, figures and plot to MLflow (see :func:`report.log_result`)."""
-        from mktlab.experiments.report import log_result
-
-        log_result(self, experiment=experiment, run_name=run_name)
+        report.log_result(self, experiment=experiment, run_name=run_name)
 
 
 def _arms_order(

@@ -1,22 +1,52 @@
-"""Reports: plots of lifts and of sequential monitoring, logged to MLflow via tracking."""
+"""Reports: plots of lifts and of sequential monitoring, logged to MLflow via tracking.
+
+This module owns presentation. It reads results through the two small protocols below
+and imports neither :mod:`~mktlab.experiments.analysis` nor
+:mod:`~mktlab.experiments.sequential`; their results' ``.plot()`` and ``.log()`` call
+into here, so the dependency runs one way (analysis, sequential -> report).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from mktlab import tracking
 from mktlab.errors import ValidationError
-
-if TYPE_CHECKING:
-    from mktlab.experiments.analysis import ExperimentResult
-    from mktlab.experiments.sequential import MonitorResult
+from mktlab.experiments.stats import SRMResult
 
 MLFLOW_EXPERIMENT = "ab-tests"
+
+
+class LiftsResult(Protocol):
+    """What a lift report reads (an :class:`~mktlab.experiments.analysis.ExperimentResult`)."""
+
+    name: str
+    table: pd.DataFrame
+    srm: SRMResult
+    alpha: float
+    correction: str
+    control: str
+    arms: list[str]
+
+    def figures(self, prefix: str = "") -> dict[str, float]: ...
+
+
+class MonitorReport(Protocol):
+    """What a monitoring report reads (a :class:`~mktlab.experiments.sequential.MonitorResult`)."""
+
+    history: pd.DataFrame
+    decisions: list[dict[str, Any]]
+    stopped: bool
+    stop_day: Any
+    reason: str
+    alpha: float
+    n_opt: float
 
 
 def _key(s: str) -> str:
@@ -24,7 +54,7 @@ def _key(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", s).replace(" ", "_")
 
 
-def plot_lifts(result: ExperimentResult, ax: Any = None) -> Any:
+def plot_lifts(result: LiftsResult, ax: Any = None) -> Any:
     """Forest plot: relative lift and its CI per metric × arm; significant ones filled."""
     import matplotlib.pyplot as plt
 
@@ -56,7 +86,7 @@ def plot_lifts(result: ExperimentResult, ax: Any = None) -> Any:
 
 
 def plot_sequential(
-    res: MonitorResult, metric: str, *, arm: str | None = None, ax: Any = None
+    res: MonitorReport, metric: str, *, arm: str | None = None, ax: Any = None
 ) -> Any:
     """Estimate with the anytime-valid sequence (shaded) and the naive daily CI (dashed)."""
     import matplotlib.pyplot as plt
@@ -111,12 +141,12 @@ def _run(experiment: str | None, run_name: str | None, params: dict[str, Any]) -
 
 
 def log_result(
-    result: ExperimentResult,
+    result: LiftsResult,
     *,
     experiment: str | None = MLFLOW_EXPERIMENT,
     run_name: str | None = None,
 ) -> None:
-    """Log an :class:`ExperimentResult` to MLflow.
+    """Log an :class:`~mktlab.experiments.analysis.ExperimentResult` to MLflow.
 
     Logs figures (lifts, p-values, adjusted p-values, SRM p) as metrics, the full table,
     the SRM check and the forest plot. With ``experiment=None`` logs into the active run.
@@ -132,15 +162,15 @@ def log_result(
         tracking.log_dict({"observed": result.srm.observed, "expected_shares": result.srm.expected,
                            "chi2": result.srm.chi2, "p_value": result.srm.p_value,
                            "mismatch": result.srm.mismatch}, f"experiments/{result.name}/srm.json")  # fmt: skip
-        fig = result.plot()
+        fig = plot_lifts(result)
         tracking.log_figure(fig, f"experiments/{result.name}/lifts.png")
         plt.close(fig)
 
 
 def log_monitor(
-    res: MonitorResult, *, experiment: str | None = MLFLOW_EXPERIMENT, run_name: str | None = None
+    res: MonitorReport, *, experiment: str | None = MLFLOW_EXPERIMENT, run_name: str | None = None
 ) -> None:
-    """Log a :class:`MonitorResult`: decisions, history table, one plot per metric."""
+    """Log a :class:`~mktlab.experiments.sequential.MonitorResult`: decisions, history table, one plot per metric."""
     import matplotlib.pyplot as plt
 
     with _run(experiment, run_name or "sequential", {"alpha": res.alpha, "n_opt": res.n_opt}):

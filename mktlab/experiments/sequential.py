@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from mktlab.errors import ValidationError, require_columns
+from mktlab.experiments import report
 from mktlab.experiments.stats import SRM_THRESHOLD, check_alpha, srm_test
 
 log = logging.getLogger("mktlab.experiments")
@@ -153,15 +154,11 @@ class MonitorResult:
 
     def plot(self, metric: str, arm: str | None = None, ax: Any = None) -> Any:
         """Estimate, confidence sequence and naive CI over time for one metric."""
-        from mktlab.experiments.report import plot_sequential
-
-        return plot_sequential(self, metric, arm=arm, ax=ax)
+        return report.plot_sequential(self, metric, arm=arm, ax=ax)
 
     def log(self, *, experiment: str | None = None, run_name: str | None = None) -> None:
         """Log history, decisions and plots to MLflow."""
-        from mktlab.experiments.report import log_monitor
-
-        log_monitor(self, experiment=experiment, run_name=run_name)
+        report.log_monitor(self, experiment=experiment, run_name=run_name)
 
 
 @dataclass
