@@ -83,3 +83,49 @@ def read_table(path: str | os.PathLike[str], what: str = "path") -> Any:
     if suffix == ".tsv":
         return pd.read_csv(p, sep="\t")
     raise ValidationError(f"{what}: {p.name}: expected .csv, .tsv or .parquet")
+
+
+class FileBacked:
+    """A value derived from a file, reloaded when the file changes (mtime, size).
+
+    The one cache helper of the reloading lookups (identity map, saved audiences,
+    profiles): the file is stat-ed at most every ``every`` seconds, and ``load`` runs again
+    only when the stamp moved. A missing file gives ``None``.
+
+    Parameters
+    ----------
+    path_fn : callable returning Path
+        Where the file is now (a pointer like the identity map's ``CURRENT`` may move).
+    load : callable returning the value
+    every : float
+        Seconds between two stat calls.
+    """
+
+    def __init__(self, path_fn, load, every: float = 1.0):
+        import threading
+
+        self.path_fn, self.load, self.every = path_fn, load, every
+        self._stamp: object = None
+        self._value: object = None
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self):
+        import time
+
+        now = time.monotonic()
+        if now - self._checked < self.every:
+            return self._value
+        with self._lock:
+            path = Path(self.path_fn())
+            try:
+                st = path.stat()
+                stamp = (str(path), st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                stamp = None
+            if stamp is None:
+                self._value = None
+            elif stamp != self._stamp or self._value is None:
+                self._value = self.load()
+            self._stamp, self._checked = stamp, now
+            return self._value

@@ -1,0 +1,324 @@
+"""The live engine: events in, decisions and effects out, state checkpointed per partition.
+
+A worker owns some partitions of the event bus at a time. For each partition the engine
+keeps, in memory, every strategy's rule-window state, every active (user, journey)
+state and the journey timers; :meth:`LiveEngine.checkpoint` writes what changed to Redis
+in one transaction, then the worker acks the events. If a worker dies, the next owner of
+the partition loads the checkpoint and the bus redelivers the events after it; events
+the checkpoint already covers are recognised by id and skipped.
+
+Per batch the order is: decide (pure: :class:`~mktlab.strategy.StrategyRuntime` and
+:mod:`~mktlab.live.journey_runtime`) → execute effects (coupons through the Redis issuer,
+messages through the gateway; both idempotent by the effect's key, so a replay issues
+and sends nothing twice) → checkpoint (decision log segment, then Redis state) → ack.
+
+Timers run on the event clock by default: before an event at time ``t`` is handled, the
+partition's timers due by ``t`` fire in time order, exactly as
+:func:`mktlab.live.journey_sim.simulate` does; :meth:`LiveEngine.advance` fires timers up
+to a given time (the wall clock in production, the end of a replayed file otherwise).
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mktlab.errors import MktlabError, ValidationError
+from mktlab.live.decisions import DecisionLog
+from mktlab.live.effects import EffectExecutor
+from mktlab.strategy.eligibility import RedisCapLedger
+from mktlab.strategy.runtime import RunResult, StrategyRuntime
+from mktlab.strategy.spec import Strategy
+
+SEP = "\x1f"
+
+
+def journey_decision_row(d: Any) -> dict[str, Any]:
+    """A journey's DecisionRecord as a decision-log row (with a stable key)."""
+    eid = d.event_id if d.event_id is not None else f"timer@{int(d.ts)}"
+    key = f"{d.journey}:v{d.version}:{d.node_id}:{d.action}:{d.user_id}:{eid}"
+    action = {"coupon": "coupon", "message": "message"}.get(d.action, d.action)
+    return {
+        "key": key, "source": d.journey, "version": d.version, "node": d.node_id,
+        "user_id": d.user_id, "ts": d.ts, "event_id": eid, "action": action,
+        "status": "ok", "reason": "", "arm": d.arm if d.arm is not None else ("holdout" if d.holdout else "treated"),
+        "p_treat": d.propensity, "propensity": d.propensity, "holdout": bool(d.holdout), "uplift": None,
+    }  # fmt: skip
+
+
+@dataclass
+class _Partition:
+    index: int
+    runtimes: list[StrategyRuntime]
+    jstates: dict[tuple[str, str], Any] = field(default_factory=dict)
+    timers: list[tuple[float, str, str]] = field(default_factory=list)  # heap (wake, user, journey)
+    dirty: set[tuple[str, str]] = field(default_factory=set)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    processed: list[str] = field(default_factory=list)
+    skip: set[str] = field(default_factory=set)
+    watermark: float = float("-inf")
+
+
+@dataclass
+class BatchReport:
+    events: int = 0
+    skipped: int = 0
+    decisions: int = 0
+    effects: Counter = field(default_factory=Counter)
+    outcomes: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+class LiveEngine:
+    """Strategies and journeys over bus deliveries (see the module docstring).
+
+    Parameters
+    ----------
+    strategies : sequence of Strategy
+        Each needs a ``rules`` section (its triggers).
+    journeys : sequence of Journey
+        Validated :class:`mktlab.live.journey.Journey` objects.
+    context : LiveContext
+    redis : redis client
+        Checkpoints, journey state, timers and caps live here.
+    executor : EffectExecutor, optional
+        Issues coupons and sends messages (default: effects are only recorded).
+    decisions : DecisionLog, optional
+    namespace : str
+    """
+
+    def __init__(
+        self,
+        strategies: Sequence[Strategy] = (),
+        journeys: Sequence[Any] = (),
+        *,
+        context: Any,
+        redis: Any,
+        executor: EffectExecutor | None = None,
+        decisions: DecisionLog | None = None,
+        namespace: str = "mktlab:live",
+    ):
+        jr: Any = None
+        if journeys:
+            from mktlab.live import journey_runtime as jr
+        self.strategies = list(strategies)
+        names = [s.name for s in self.strategies] + [j.name for j in journeys]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValidationError(f"live engine: strategy/journey names must be unique; repeated: {dup}")
+        self.journeys = {j.name: jr.compile_journey(j) for j in journeys}
+        self._jr = jr
+        self.context = context
+        self.redis = binary_client(redis)
+        self.namespace = namespace
+        self._sent: list[float] = []
+        self.caps = RedisCapLedger(self.redis, namespace)
+        self.executor = executor or EffectExecutor()
+        self.decision_log = decisions or DecisionLog()
+        self.parts: dict[int, _Partition] = {}
+        self.latencies: list[float] = []
+        self.totals: Counter = Counter()
+
+    # ------------------------------------------------------------------ state
+    def _k(self, what: str, p: int) -> str:
+        return f"{self.namespace}:{what}:p{p}"
+
+    def _runtime(self, s: Strategy) -> StrategyRuntime:
+        return StrategyRuntime(s, self.context, self.caps)
+
+    def partition(self, p: int) -> _Partition:
+        """The in-memory state of partition ``p``, loaded from its checkpoint on first use."""
+        part = self.parts.get(p)
+        if part is not None:
+            return part
+        part = _Partition(p, [self._runtime(s) for s in self.strategies])
+        ck = self.redis.hgetall(self._k("ckpt", p))
+        ck = {(k.decode() if isinstance(k, bytes) else k): v for k, v in ck.items()}
+        for rt in part.runtimes:
+            blob = ck.get(f"rules:{rt.strategy.key}")
+            if blob is not None:
+                rt.restore(_bytes(blob))
+        if "ids" in ck:
+            part.skip = set(pickle.loads(_bytes(ck["ids"])))
+        if "watermark" in ck:
+            part.watermark = float(_bytes(ck["watermark"]))
+        for field_, blob in self.redis.hgetall(self._k("journeys", p)).items():
+            f = field_.decode() if isinstance(field_, bytes) else field_
+            user, jname = f.split(SEP, 1)
+            cj = self.journeys.get(jname)
+            if cj is not None:
+                part.jstates[(user, jname)] = self._jr.JourneyState.decode(_bytes(blob))
+        for member, score in self.redis.zrange(self._k("timers", p), 0, -1, withscores=True):
+            m = member.decode() if isinstance(member, bytes) else member
+            user, jname = m.split(SEP, 1)
+            heapq.heappush(part.timers, (float(score), user, jname))
+        self.parts[p] = part
+        return part
+
+    def release(self, p: int) -> None:
+        """Forget partition ``p`` (another worker owns it now; its checkpoint is the truth)."""
+        self.parts.pop(p, None)
+
+    # ------------------------------------------------------------------ deciding
+    def _journey_step(self, part: _Partition, res: Any, user: str, jname: str, out: RunResult) -> None:
+        key = (user, jname)
+        if res.state is None:
+            part.jstates.pop(key, None)
+        else:
+            part.jstates[key] = res.state
+        part.dirty.add(key)
+        if res.wake_at is not None:
+            heapq.heappush(part.timers, (float(res.wake_at), user, jname))
+        out.effects.extend(res.effects)
+        out.decisions.extend(journey_decision_row(d) for d in res.decisions)
+
+    def _fire_timers(self, part: _Partition, until: float, out: RunResult) -> None:
+        while part.timers and part.timers[0][0] <= until:
+            wake, user, jname = heapq.heappop(part.timers)
+            state = part.jstates.get((user, jname))
+            cj = self.journeys.get(jname)
+            if state is None or cj is None or not self._jr.is_due(state, wake):
+                continue  # stale timer: the user moved on (an event resumed or ended the wait)
+            self._journey_step(part, self._jr.on_timer(cj, state, wake, self.context), user, jname, out)
+
+    def _on_event(self, part: _Partition, ev: Any, out: RunResult) -> None:
+        self._fire_timers(part, ev.ts, out)
+        part.watermark = max(part.watermark, ev.ts)
+        for rt in part.runtimes:
+            out.extend(rt.on_event(ev.user_id, ev.ts, ev.event, ev.event_id, ev.props))
+        for jname, cj in self.journeys.items():
+            key = (ev.user_id, jname)
+            state = part.jstates.get(key)
+            if state is None and not self._jr.may_enter(cj, ev):
+                continue
+            res = self._jr.on_event(cj, state, ev, self.context)
+            if res.state is None and state is None and not res.effects and not res.decisions:
+                continue
+            self._journey_step(part, res, ev.user_id, jname, out)
+
+    def decide(self, deliveries: Iterable[Any]) -> tuple[RunResult, BatchReport]:
+        """Decisions and effects of a batch of bus deliveries (nothing executed yet)."""
+        out, rep = RunResult(), BatchReport()
+        for d in deliveries:
+            part = self.partition(d.partition)
+            ev = d.event
+            if ev.event_id in part.skip:
+                rep.skipped += 1
+                continue
+            before, acted = len(out.decisions), len(out.effects)
+            try:
+                self._on_event(part, ev, out)
+            except MktlabError as exc:  # a bad event never stops the worker
+                rep.errors.append(f"{ev.event_id}: {exc}")
+                continue
+            part.decisions.extend(out.decisions[before:])
+            part.processed.append(ev.event_id)
+            rep.events += 1
+            sent = ev.props.get("_sent_at") if ev.props else None
+            if sent is not None and len(out.effects) > acted:  # latency to an action
+                self._sent.append(float(sent))
+        rep.decisions = len(out.decisions)
+        return out, rep
+
+    def advance(self, now: float) -> tuple[RunResult, BatchReport]:
+        """Fire every held partition's timers due by ``now`` (wall clock or end of a replay)."""
+        out, rep = RunResult(), BatchReport()
+        for part in list(self.parts.values()):
+            before = len(out.decisions)
+            self._fire_timers(part, now, out)
+            part.decisions.extend(out.decisions[before:])
+        rep.decisions = len(out.decisions)
+        return out, rep
+
+    # ------------------------------------------------------------------ acting
+    def process(self, deliveries: Sequence[Any]) -> BatchReport:
+        """Decide and execute a batch (the worker then calls :meth:`checkpoint` and acks)."""
+        self._sent = []
+        out, rep = self.decide(deliveries)
+        self._execute(out, rep)
+        return rep
+
+    def _execute(self, out: RunResult, rep: BatchReport) -> None:
+        results = self.executor.execute(out.effects)
+        for e in out.effects:
+            rep.effects[e.kind] += 1
+        rep.outcomes.update(r for r in results)
+        done = time.time()
+        self.latencies.extend(done - s for s in self._sent)
+        self._sent = []
+        self.totals.update(events=rep.events, decisions=rep.decisions, skipped=rep.skipped)
+        self.totals.update({f"effect_{k}": v for k, v in rep.effects.items()})
+        self.totals.update({f"outcome_{k}": v for k, v in rep.outcomes.items()})
+
+    def flush_timers(self, now: float) -> BatchReport:
+        out, rep = self.advance(now)
+        self._execute(out, rep)
+        return rep
+
+    def checkpoint(self, partitions: Iterable[int] | None = None) -> int:
+        """Write decisions, then state, of the given (default: all held) partitions.
+
+        Returns the number of decision rows written.
+        """
+        n = 0
+        for p in list(partitions) if partitions is not None else list(self.parts):
+            part = self.parts.get(p)
+            if part is None:
+                continue
+            if part.decisions:
+                self.decision_log.append(part.decisions, partition=p)
+                n += len(part.decisions)
+            pipe = self.redis.pipeline(transaction=True)
+            ck = {f"rules:{rt.strategy.key}": rt.snapshot() for rt in part.runtimes}
+            ck["ids"] = pickle.dumps(part.processed[-100_000:])
+            ck["watermark"] = repr(part.watermark).encode()
+            pipe.hset(self._k("ckpt", p), mapping=ck)
+            jkey, tkey = self._k("journeys", p), self._k("timers", p)
+            for user, jname in part.dirty:
+                f = f"{user}{SEP}{jname}"
+                st = part.jstates.get((user, jname))
+                if st is None:
+                    pipe.hdel(jkey, f)
+                    pipe.zrem(tkey, f)
+                else:
+                    pipe.hset(jkey, f, st.encode())
+                    wake = self._jr.wake_at(st)
+                    if wake is None:
+                        pipe.zrem(tkey, f)
+                    else:
+                        pipe.zadd(tkey, {f: wake})
+            pipe.execute()
+            part.decisions, part.dirty, part.skip = [], set(), set(part.processed[-100_000:]) & part.skip
+            part.processed = []
+        return n
+
+    # ------------------------------------------------------------------ reading
+    def journey_state_bytes(self) -> dict[str, float]:
+        """Bytes per active (user, journey) in Redis: value, and value + field (the figure)."""
+        total_v = total_f = n = 0
+        for p in self.parts:
+            for f, v in self.redis.hgetall(self._k("journeys", p)).items():
+                n += 1
+                total_v += len(_bytes(v))
+                total_f += len(_bytes(v)) + len(_bytes(f))
+        return {"entries": n, "value_bytes": total_v / max(n, 1), "entry_bytes": total_f / max(n, 1)}
+
+
+def binary_client(client: Any) -> Any:
+    """A client on the same server that returns bytes (checkpoints are binary)."""
+    import redis
+
+    pool = client.connection_pool
+    if not pool.connection_kwargs.get("decode_responses"):
+        return client
+    kw = {**pool.connection_kwargs, "decode_responses": False}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kw))
+
+
+def _bytes(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode()

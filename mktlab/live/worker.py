@@ -1,0 +1,174 @@
+"""Live workers: poll the bus, run the engine, checkpoint, ack; N of them in processes.
+
+:func:`run_worker` is one worker's loop; :func:`run_workers` starts ``n`` in processes
+(``mktlab live run --workers N``). A worker handles the partitions its bus consumer holds
+(one owner per partition at a time, so one user's events are handled in order); when it
+loses a partition it drops that partition's memory, and whoever takes it over starts
+from the last checkpoint. SIGTERM / SIGINT stop a worker after a last checkpoint.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mktlab.live.engine import LiveEngine
+
+METRICS_KEY = "metrics"
+
+
+@dataclass
+class WorkerStats:
+    events: int = 0
+    decisions: int = 0
+    batches: int = 0
+    checkpoints: int = 0
+    effects: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+def publish_metrics(redis: Any, namespace: str, totals: dict[str, int]) -> None:
+    """Add a worker's counters to the shared ``<namespace>:metrics`` hash (read by /metrics)."""
+    if not totals:
+        return
+    pipe = redis.pipeline(transaction=False)
+    for k, v in totals.items():
+        if v:
+            pipe.hincrby(f"{namespace}:{METRICS_KEY}", k, int(v))
+    pipe.execute()
+
+
+def run_worker(
+    engine: LiveEngine,
+    consumer: Any,
+    *,
+    stop: threading.Event | None = None,
+    max_events: int = 1000,
+    block_ms: int = 100,
+    checkpoint_every: float = 0.25,
+    clock: str = "event",
+    idle_exit: float | None = None,
+    max_events_total: int | None = None,
+    on_batch: Callable[[Any], None] | None = None,
+) -> WorkerStats:
+    """Run one worker until ``stop`` is set (or the bus stays empty for ``idle_exit`` s).
+
+    Parameters
+    ----------
+    engine : LiveEngine
+    consumer : bus consumer (``poll``, ``ack``, ``partitions_held``, ``close``)
+    clock : {"event", "wall"}
+        ``event``: timers fire on event time only (replays, simulations); ``wall``: also
+        fire timers due by the wall clock between batches (production).
+    idle_exit : float, optional
+        Stop after this many seconds without a delivery (a replay that has drained).
+    """
+    stop = stop or threading.Event()
+    stats = WorkerStats()
+    unacked: list[Any] = []
+    last_ck = time.monotonic()
+    last_seen = time.monotonic()
+    held: set[int] = set()
+    pushed: dict[str, int] = {}
+
+    def flush() -> None:
+        nonlocal unacked, last_ck
+        engine.checkpoint()
+        if unacked:
+            consumer.ack(unacked)
+        unacked = []
+        last_ck = time.monotonic()
+        stats.checkpoints += 1
+        delta = {k: v - pushed.get(k, 0) for k, v in engine.totals.items()}
+        publish_metrics(engine.redis, engine.namespace, delta)
+        pushed.update(engine.totals)
+
+    try:
+        while not stop.is_set():
+            deliveries = consumer.poll(max_events=max_events, block_ms=block_ms)
+            now_held = set(consumer.partitions_held())
+            for p in held - now_held:  # lost: its checkpoint is the truth for the next owner
+                engine.release(p)
+            held = now_held
+            if deliveries:
+                last_seen = time.monotonic()
+                rep = engine.process(deliveries)
+                unacked.extend(deliveries)
+                stats.events += rep.events
+                stats.decisions += rep.decisions
+                stats.batches += 1
+                for k, v in rep.effects.items():
+                    stats.effects[k] = stats.effects.get(k, 0) + v
+                if on_batch is not None:
+                    on_batch(rep)
+            if clock == "wall":
+                engine.flush_timers(time.time())
+            if unacked and (time.monotonic() - last_ck >= checkpoint_every or len(unacked) >= 20 * max_events):
+                flush()
+            if max_events_total is not None and stats.events >= max_events_total:
+                break
+            if idle_exit is not None and not deliveries and time.monotonic() - last_seen > idle_exit:
+                break
+        flush()
+    finally:
+        stats.latencies = list(engine.latencies)
+    return stats
+
+
+# ---------------------------------------------------------------------- processes
+def _child(spec: dict[str, Any], index: int, stop_file: str | None, result_q: Any) -> None:
+    from mktlab.live.runner import build_engine, open_consumer
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    engine, bus = build_engine(spec)
+    consumer = open_consumer(bus, spec, name=f"{spec.get('worker_prefix', 'w')}{index}-{os.getpid()}")
+
+    def watch() -> None:
+        while stop_file and not stop.is_set():
+            if os.path.exists(stop_file):
+                stop.set()
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+    stats = run_worker(engine, consumer, stop=stop, clock=spec.get("clock", "event"),
+                       idle_exit=spec.get("idle_exit"), max_events=spec.get("batch", 1000))  # fmt: skip
+    consumer.close()
+    if result_q is not None:
+        result_q.put({"index": index, "events": stats.events, "decisions": stats.decisions,
+                      "effects": stats.effects, "latencies": stats.latencies[-200_000:]})  # fmt: skip
+
+
+def run_workers(spec: dict[str, Any], n: int = 2, *, wait: bool = True) -> list[Any]:
+    """Start ``n`` worker processes for ``spec`` (see :func:`mktlab.live.runner.build_engine`).
+
+    With ``wait=True`` (and ``spec["idle_exit"]`` set), return each worker's summary when
+    all have drained the bus; else return the started processes.
+    """
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue() if wait else None
+    procs = [ctx.Process(target=_child, args=(spec, i, spec.get("stop_file"), q), daemon=False)
+             for i in range(n)]  # fmt: skip
+    for p in procs:
+        p.start()
+    if not wait:
+        return procs
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sorted(results, key=lambda r: r["index"])
+
+
+def stop_workers(procs: Sequence[Any], timeout: float = 10.0) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout)
