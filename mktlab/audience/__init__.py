@@ -35,7 +35,7 @@ from mktlab.audience.results import (
     upset_counts,
 )
 from mktlab.audience.sql import to_sql, to_where
-from mktlab.audience.store import DEFAULT_EVENT_ALIASES, AudienceStore
+from mktlab.audience.tagstore import DEFAULT_EVENT_ALIASES, AudienceStore
 
 __all__ = [
     "DEFAULT_EVENT_ALIASES",

@@ -15,7 +15,7 @@ def default_store_path() -> Path:
 
 
 def _load(store_path: str | None):
-    from mktlab.audience.store import AudienceStore
+    from mktlab.audience.tagstore import AudienceStore
 
     return AudienceStore.read(store_path or default_store_path())
 
@@ -67,7 +67,7 @@ def audience() -> None:
 )
 def build(profiles, events, uid, as_of, exclude, out) -> None:
     """Build the tag bitmaps and write the store (atomically)."""
-    from mktlab.audience.store import AudienceStore
+    from mktlab.audience.tagstore import AudienceStore
 
     if profiles is None and events is None:
         from mktlab.audience.world import store_from_world

@@ -25,6 +25,15 @@ from mktlab.errors import SchemaError, ValidationError
 
 EPOCH = dt.date(1970, 1, 1)
 ANY = "any"
+#: window-tag prefixes -> event: ``active_7d`` = ``did(any, 7d)``, ``purchased_30d`` = ...
+DEFAULT_EVENT_ALIASES: dict[str, str] = {
+    "active": ANY,
+    "purchased": "order",
+    "ordered": "order",
+    "viewed": "view",
+    "carted": "cart",
+    "redeemed": "coupon_redeem",
+}
 
 
 def to_day(value) -> int:

@@ -2,7 +2,7 @@
 
 This is what an analyst would otherwise write over the columnar tag table, and it is
 the reference the tests and the benchmark compare bitmaps against. The semantics match
-:class:`~mktlab.audience.store.AudienceStore`: every atom is ``COALESCE(pred, FALSE)``
+:class:`~mktlab.audience.tagstore.AudienceStore`: every atom is ``COALESCE(pred, FALSE)``
 (a predicate on a missing value is false), ``~`` is ``NOT`` over the universe (profile
 uids plus event uids), windows are the ``N`` days ending at ``as_of``.
 """
@@ -13,7 +13,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
-from mktlab.audience.events import ANY
+from mktlab.audience.events import ANY, DEFAULT_EVENT_ALIASES
 from mktlab.audience.lang import (
     And,
     Between,
@@ -82,8 +82,6 @@ def to_sql(
     count_only : bool
         Return ``SELECT count(*)`` instead of the uids.
     """
-    from mktlab.audience.store import DEFAULT_EVENT_ALIASES
-
     node = parse(expr) if isinstance(expr, str) else expr
     aliases = DEFAULT_EVENT_ALIASES if event_aliases is None else event_aliases
     as_of_sql = None if as_of is None else f"DATE '{as_of}'"

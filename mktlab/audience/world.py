@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from mktlab.audience.catalog import AudienceCatalog
-from mktlab.audience.store import AudienceStore
+from mktlab.audience.tagstore import AudienceStore
 
 TIER_ORDER = ["bronze", "silver", "gold", "platinum", "diamond"]
 
