@@ -38,23 +38,11 @@ from mktlab.strategy.spec import Strategy
 SEP = "\x1f"
 
 
-def journey_decision_row(d: Any) -> dict[str, Any]:
-    """A journey's DecisionRecord as a decision-log row (with a stable key)."""
-    eid = d.event_id if d.event_id is not None else f"timer@{int(d.ts)}"
-    key = f"{d.journey}:v{d.version}:{d.node_id}:{d.action}:{d.user_id}:{eid}"
-    action = {"coupon": "coupon", "message": "message"}.get(d.action, d.action)
-    return {
-        "key": key, "source": d.journey, "version": d.version, "node": d.node_id,
-        "user_id": d.user_id, "ts": d.ts, "event_id": eid, "action": action,
-        "status": "ok", "reason": "", "arm": d.arm if d.arm is not None else ("holdout" if d.holdout else "treated"),
-        "p_treat": d.propensity, "propensity": d.propensity, "holdout": bool(d.holdout), "uplift": None,
-    }  # fmt: skip
-
-
 @dataclass
 class _Partition:
     index: int
     runtimes: list[StrategyRuntime]
+    windows: Any = None  # EntryWindows of the windowed journey entries
     jstates: dict[tuple[str, str], Any] = field(default_factory=dict)
     timers: list[tuple[float, str, str]] = field(default_factory=list)  # heap (wake, user, journey)
     dirty: set[tuple[str, str]] = field(default_factory=set)
@@ -110,7 +98,9 @@ class LiveEngine:
         names = [s.name for s in self.strategies] + [j.name for j in journeys]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValidationError(f"live engine: strategy/journey names must be unique; repeated: {dup}")
+            raise ValidationError(
+                f"live engine: strategy/journey names must be unique; repeated: {dup}"
+            )
         self.journeys = {j.name: jr.compile_journey(j) for j in journeys}
         self._jr = jr
         self.context = context
@@ -137,8 +127,12 @@ class LiveEngine:
         if part is not None:
             return part
         part = _Partition(p, [self._runtime(s) for s in self.strategies])
+        if self.journeys:
+            part.windows = self._jr.EntryWindows(list(self.journeys.values()))
         ck = self.redis.hgetall(self._k("ckpt", p))
         ck = {(k.decode() if isinstance(k, bytes) else k): v for k, v in ck.items()}
+        if part.windows is not None and "windows" in ck:
+            part.windows.restore(_bytes(ck["windows"]))
         for rt in part.runtimes:
             blob = ck.get(f"rules:{rt.strategy.key}")
             if blob is not None:
@@ -165,40 +159,52 @@ class LiveEngine:
         self.parts.pop(p, None)
 
     # ------------------------------------------------------------------ deciding
-    def _journey_step(self, part: _Partition, res: Any, user: str, jname: str, out: RunResult) -> None:
+    def _journey_step(
+        self, part: _Partition, res: Any, user: str, jname: str, out: RunResult
+    ) -> None:
         key = (user, jname)
         if res.state is None:
             part.jstates.pop(key, None)
         else:
             part.jstates[key] = res.state
         part.dirty.add(key)
-        if res.wake_at is not None:
-            heapq.heappush(part.timers, (float(res.wake_at), user, jname))
+        st = res.state
+        if st is not None and not st.done and st.wake_at:
+            heapq.heappush(part.timers, (float(st.wake_at), user, jname))
         out.effects.extend(res.effects)
-        out.decisions.extend(journey_decision_row(d) for d in res.decisions)
+        out.decisions.extend(d.to_row() for d in res.decisions)
 
     def _fire_timers(self, part: _Partition, until: float, out: RunResult) -> None:
         while part.timers and part.timers[0][0] <= until:
             wake, user, jname = heapq.heappop(part.timers)
             state = part.jstates.get((user, jname))
             cj = self.journeys.get(jname)
-            if state is None or cj is None or not self._jr.is_due(state, wake):
+            if state is None or cj is None or state.done or state.wake_at != int(wake):
                 continue  # stale timer: the user moved on (an event resumed or ended the wait)
-            self._journey_step(part, self._jr.on_timer(cj, state, wake, self.context), user, jname, out)
+            res = self._jr.on_timer(cj, state, wake, self.context, user_id=user)
+            self._journey_step(part, res, user, jname, out)
 
     def _on_event(self, part: _Partition, ev: Any, out: RunResult) -> None:
         self._fire_timers(part, ev.ts, out)
         part.watermark = max(part.watermark, ev.ts)
         for rt in part.runtimes:
             out.extend(rt.on_event(ev.user_id, ev.ts, ev.event, ev.event_id, ev.props))
+        if not self.journeys:
+            return
+        fired = part.windows.observe(ev) if part.windows is not None else frozenset()
         for jname, cj in self.journeys.items():
             key = (ev.user_id, jname)
             state = part.jstates.get(key)
-            if state is None and not self._jr.may_enter(cj, ev):
-                continue
-            res = self._jr.on_event(cj, state, ev, self.context)
-            if res.state is None and state is None and not res.effects and not res.decisions:
-                continue
+            if (
+                (state is None or state.done)
+                and cj.entry_events is not None
+                and ev.event not in cj.entry_events
+            ):
+                continue  # cannot enter on this event type: one set lookup
+            trig = (jname in fired) if cj.windowed else None
+            res = self._jr.on_event(cj, state, ev, self.context, triggered=trig)
+            if res.state is state and not res.effects and not res.decisions:
+                continue  # nothing happened to this user in this journey
             self._journey_step(part, res, ev.user_id, jname, out)
 
     def decide(self, deliveries: Iterable[Any]) -> tuple[RunResult, BatchReport]:
@@ -277,6 +283,8 @@ class LiveEngine:
             ck = {f"rules:{rt.strategy.key}": rt.snapshot() for rt in part.runtimes}
             ck["ids"] = pickle.dumps(part.processed[-100_000:])
             ck["watermark"] = repr(part.watermark).encode()
+            if part.windows is not None:
+                ck["windows"] = part.windows.snapshot()
             pipe.hset(self._k("ckpt", p), mapping=ck)
             jkey, tkey = self._k("journeys", p), self._k("timers", p)
             for user, jname in part.dirty:
@@ -287,13 +295,17 @@ class LiveEngine:
                     pipe.zrem(tkey, f)
                 else:
                     pipe.hset(jkey, f, st.encode())
-                    wake = self._jr.wake_at(st)
+                    wake = st.wake_at if (st.wake_at and not st.done) else None
                     if wake is None:
                         pipe.zrem(tkey, f)
                     else:
                         pipe.zadd(tkey, {f: wake})
             pipe.execute()
-            part.decisions, part.dirty, part.skip = [], set(), set(part.processed[-100_000:]) & part.skip
+            part.decisions, part.dirty, part.skip = (
+                [],
+                set(),
+                set(part.processed[-100_000:]) & part.skip,
+            )
             part.processed = []
         return n
 
@@ -306,7 +318,11 @@ class LiveEngine:
                 n += 1
                 total_v += len(_bytes(v))
                 total_f += len(_bytes(v)) + len(_bytes(f))
-        return {"entries": n, "value_bytes": total_v / max(n, 1), "entry_bytes": total_f / max(n, 1)}
+        return {
+            "entries": n,
+            "value_bytes": total_v / max(n, 1),
+            "entry_bytes": total_f / max(n, 1),
+        }
 
 
 def binary_client(client: Any) -> Any:
@@ -317,7 +333,9 @@ def binary_client(client: Any) -> Any:
     if not pool.connection_kwargs.get("decode_responses"):
         return client
     kw = {**pool.connection_kwargs, "decode_responses": False}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kw))
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kw)
+    )
 
 
 def _bytes(v: Any) -> bytes:

@@ -6,7 +6,6 @@ reads the BentoML model store (the served champions shape the typed inputs).
 
 - :mod:`~mktlab.service.store`: MLflow ``@champion`` -> BentoML model store (import, promote).
 - :mod:`~mktlab.service.core`: the request logic, callable in-process (tests, benchmark).
-- :mod:`~mktlab.service.policy`: per-campaign eligibility (audience, uplift, fatigue cap).
 - :mod:`~mktlab.service.server`: start/stop ``bentoml serve`` as a subprocess.
 """
 

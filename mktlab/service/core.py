@@ -7,11 +7,13 @@ mktlab errors: :class:`~mktlab.errors.ValidationError` (HTTP 422),
 :class:`~mktlab.errors.NotFoundError` (404), :class:`~mktlab.errors.ServiceUnavailableError`
 (503, e.g. Redis down or a capability without a registered model).
 
-``/issue`` runs, in order (cheapest first): idempotency replay by ``request_id`` ->
-audience membership (identity map + saved bitmap) -> frequency cap -> uplift threshold
--> the Redis issuer (stock, budget, per-user limit). A request is answered once:
-non-transient answers are remembered per ``request_id`` in Redis, so a retry returns
-the first answer even when eligibility has changed since.
+``/issue`` runs: idempotency replay by ``request_id`` -> the eligibility of the strategy
+saved for the campaign (:class:`mktlab.strategy.Eligibility`: holdout, audience, policy,
+frequency caps; the very checks the live workers and the sandbox run) -> the Redis issuer
+(stock, budget, per-user limit). A campaign without a saved strategy only has the
+issuer's limits. A request is answered once: non-transient answers are remembered per
+``request_id`` in Redis, so a retry returns the first answer even when eligibility has
+changed since. An issued coupon counts towards every campaign's frequency caps.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import pandas as pd
 
 from mktlab.config import service_settings, settings
 from mktlab.errors import MktlabError, NotFoundError, ServiceUnavailableError, ValidationError
-from mktlab.service.policy import CampaignPolicy, PolicyStore
 
 DENIAL_REASONS = (
+    "holdout",
     "not_in_audience",
+    "not_drawn",
+    "policy_none",
     "low_uplift",
-    "fatigue_cap",
+    "capped",
     "out_of_stock",
     "budget_exhausted",
     "duplicate",
@@ -54,150 +58,23 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-# ----------------------------------------------------------------------------- lookups
-class _Stamped:
-    """Reload a derived object when the file it comes from changes (mtime, size)."""
+class _RequestContext:
+    """Audience membership and (lazily) uplift for one ``/issue`` request."""
 
-    def __init__(self) -> None:
-        self._stamp: Any = None
-        self._value: Any = None
-        self._checked = 0.0
-        self._lock = threading.Lock()
+    def __init__(self, core: ServiceCore, user_id: str, context: Mapping[str, Any]):
+        self.core, self.user_id, self.context = core, user_id, context
+        self.scored: float | None = None
 
-    def get(self, path_fn, load, every: float = 1.0) -> Any:
-        now = time.monotonic()
-        if self._value is not None and now - self._checked < every:
-            return self._value
-        with self._lock:
-            path = path_fn()
-            try:
-                st = path.stat()
-                stamp = (str(path), st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                stamp = None
-            if stamp is None:
-                self._value, self._stamp = None, None
-            elif stamp != self._stamp or self._value is None:
-                self._value, self._stamp = load(), stamp
-            self._checked = now
-            return self._value
-
-
-class IdentityLookup:
-    """``user_id`` -> dense ``uid`` through the saved identity map (reloaded when re-saved)."""
-
-    def __init__(self, path: Any = None):
-        self.path = path
-        self._cache = _Stamped()
-
-    def _pointer(self):
-        from mktlab.identity.map import default_path
-
-        root = self.path or default_path()
-        return root / "CURRENT"
-
-    def _map(self):
-        from mktlab.identity import IdentityMap
-
-        imap = self._cache.get(self._pointer, lambda: IdentityMap.load(self.path))
-        if imap is None:
-            raise unavailable(
-                "audience membership", f"no identity map saved at {self._pointer().parent}"
-            )
-        return imap
-
-    def uid(self, user_id: str) -> int | None:
+    def in_audience(self, audience: str, user_id: str) -> bool:
         try:
-            return int(self._map().lookup("user_id", user_id).uid)
-        except NotFoundError:
-            return None
+            return self.core.audiences.in_audience(audience, user_id)
+        except NotFoundError as exc:
+            raise ServiceUnavailableError(f"the campaign's strategy names {exc}") from exc
 
-
-class AudienceMembership:
-    """Membership of a uid in saved audiences (bitmaps re-read when the catalog changes)."""
-
-    def __init__(self, catalog: Any = None):
-        from mktlab.audience import AudienceCatalog
-
-        self.catalog = catalog if catalog is not None else AudienceCatalog()
-        self._bitmaps: dict[str, Any] = {}
-        self._stamp: Any = None
-        self._checked = 0.0
-        self._lock = threading.Lock()
-
-    def _fresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < 1.0:
-            return
-        with self._lock:
-            try:
-                st = self.catalog.path.stat()
-                stamp = (st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                stamp = None
-            if stamp != self._stamp:
-                self._bitmaps, self._stamp = {}, stamp
-            self._checked = now
-
-    def contains(self, audience: str, uid: int) -> bool:
-        self._fresh()
-        bm = self._bitmaps.get(audience)
-        if bm is None:
-            try:
-                bm = self.catalog.get(audience).bitmap
-            except NotFoundError as exc:
-                raise NotFoundError(f"campaign policy names audience {audience!r}: {exc}") from exc
-            self._bitmaps[audience] = bm
-        return uid in bm
-
-
-class ProfileLookup:
-    """Feature rows by ``user_id`` from the world's ``profiles.parquet`` (for ``/issue``)."""
-
-    def __init__(self, path: Any = None):
-        self.path = path
-        self._cache = _Stamped()
-
-    def _path(self):
-        return self.path or settings().world_dir / "profiles.parquet"
-
-    def _load(self) -> pd.DataFrame:
-        df = pd.read_parquet(self._path())
-        return df.drop_duplicates("user_id").set_index("user_id")
-
-    def features(self, user_id: str, columns: Sequence[str]) -> dict[str, Any] | None:
-        df = self._cache.get(self._path, self._load, every=5.0)
-        if df is None or user_id not in df.index:
-            return None
-        missing = [c for c in columns if c not in df.columns]
-        if missing:
-            return None
-        row = df.loc[user_id, list(columns)]
-        return {c: (v.item() if hasattr(v, "item") else v) for c, v in row.items()}
-
-
-class FatigueCounter:
-    """Coupons a user received recently, across campaigns (Redis sorted set per user)."""
-
-    def __init__(self, redis_client: Any, namespace: str):
-        self.redis = redis_client
-        self.namespace = namespace
-
-    def _key(self, user_id: str) -> str:
-        return f"{self.namespace}:svc:fatigue:{{{user_id}}}"
-
-    def count(self, user_id: str, per: int, now: float) -> int:
-        return int(self.redis.zcount(self._key(user_id), now - per, "+inf"))
-
-    def record(self, user_id: str, token: str, per: int, now: float, pipe: Any = None) -> None:
-        """Count a coupon at ``now``; keep ``per`` seconds of history (queued on ``pipe`` if given)."""
-        key = self._key(user_id)
-        p = pipe if pipe is not None else self.redis.pipeline(transaction=False)
-        p.zadd(key, {token: now})
-        p.zremrangebyscore(key, "-inf", now - per)
-        p.expire(key, int(per) + 60)
-        if pipe is None:
-            p.execute()
+    def uplift(self, user_id: str) -> float | None:
+        feats = self.core._features(user_id, self.context)
+        self.scored = self.core.uplift([feats])[0]["uplift"]
+        return self.scored
 
 
 # ------------------------------------------------------------------------------- core
@@ -223,10 +100,9 @@ class ServiceCore:
         schemas: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         issuer: Any = None,
-        policies: PolicyStore | None = None,
-        identity: IdentityLookup | None = None,
-        audiences: AudienceMembership | None = None,
-        profiles: ProfileLookup | None = None,
+        strategies: Any = None,
+        audiences: Any = None,
+        profiles: Any = None,
         threshold: float | None = None,
         namespace: str | None = None,
     ):
@@ -238,13 +114,20 @@ class ServiceCore:
         self.schemas = {k: dict(v) for k, v in (schemas or {}).items()}
         self.threshold = cfg.uplift_threshold if threshold is None else float(threshold)
         self.namespace = namespace or cfg.namespace
-        self.policies = policies or PolicyStore()
-        self.identity = identity or IdentityLookup()
+        if strategies is None:
+            from mktlab.strategy import StrategyCatalog
+
+            strategies = StrategyCatalog()
+        if profiles is None:
+            from mktlab.datasets.profiles import ProfileLookup
+
+            profiles = ProfileLookup()
+        self.strategies = strategies
         self._audiences = audiences
-        self.profiles = profiles or ProfileLookup()
+        self.profiles = profiles
         self._issuer = issuer
         self._issuer_lock = threading.Lock()
-        self._fatigue: FatigueCounter | None = None
+        self._caps: Any = None
         self._predictors: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ loading
@@ -271,9 +154,12 @@ class ServiceCore:
         return cls(models, served, schemas, **kwargs)
 
     @property
-    def audiences(self) -> AudienceMembership:
+    def audiences(self) -> Any:
+        """Saved audiences by user id (:class:`mktlab.audience.membership.SavedAudiences`)."""
         if self._audiences is None:
-            self._audiences = AudienceMembership()
+            from mktlab.audience.membership import SavedAudiences
+
+            self._audiences = SavedAudiences()
         return self._audiences
 
     def issuer(self) -> Any:
@@ -290,10 +176,13 @@ class ServiceCore:
                     self._issuer = issuer
         return self._issuer
 
-    def _fatigue_counter(self) -> FatigueCounter:
-        if self._fatigue is None:
-            self._fatigue = FatigueCounter(self.issuer().redis, self.namespace)
-        return self._fatigue
+    def caps(self) -> Any:
+        """The frequency-cap ledger the live workers share (Redis, service namespace)."""
+        if self._caps is None:
+            from mktlab.strategy import RedisCapLedger
+
+            self._caps = RedisCapLedger(self.issuer().redis, self.namespace)
+        return self._caps
 
     def close(self) -> None:
         if self._issuer is not None:
@@ -528,8 +417,9 @@ class ServiceCore:
             first["replayed"] = True
             return first
         now = time.time() if now is None else float(now)
-        policy = self.policies.get(campaign_id)
-        reason, uplift = self._eligibility(policy, user_id, context, now)
+        strategy = self.strategies.for_campaign(campaign_id)
+        cap_key = f"issue:{campaign_id}:{request_id}"
+        reason, uplift = self._eligibility(strategy, user_id, context, now, cap_key)
         if reason is not None:
             ans = _answer(campaign_id, user_id, request_id, "denied", reason, uplift=uplift)
         else:
@@ -540,53 +430,31 @@ class ServiceCore:
             )  # fmt: skip
             if res.transient:
                 return ans
-        # one round trip: remember the answer for retries and, for a coupon, count it
-        # towards every campaign's frequency cap. Both are best effort: the issuer itself
-        # remembers issued request ids, and a missed count only loosens a cap.
-        with contextlib.suppress(*errors):
-            pipe = issuer.redis.pipeline(transaction=False)
-            pipe.set(key, json.dumps(ans), ex=REQUEST_TTL, nx=True)
+        # remember the answer for retries; an issued coupon counts towards the caps of every
+        # campaign. Both best effort: the issuer remembers issued request ids itself.
+        with contextlib.suppress(*errors, ServiceUnavailableError):
+            issuer.redis.set(key, json.dumps(ans), ex=REQUEST_TTL, nx=True)
             if ans["status"] == "issued":
-                self._fatigue_counter().record(
-                    user_id,
-                    f"{campaign_id}:{request_id}",
-                    self._fatigue_retention(),
-                    now,
-                    pipe=pipe,
-                )
-            pipe.execute()
+                self.caps().record(user_id, "coupon", now, cap_key)
         return ans
 
-    def _fatigue_retention(self) -> int:
-        """Seconds of issuance history kept per user: the longest cap window (at least a week)."""
-        pers = [p.fatigue_per for p in self.policies.all().values() if p.fatigue_max is not None]
-        return max([7 * 24 * 3600, *pers])
-
     def _eligibility(
-        self, policy: CampaignPolicy | None, user_id: str, context: Mapping[str, Any], now: float
+        self, strategy: Any, user_id: str, context: Mapping[str, Any], now: float, key: str
     ) -> tuple[str | None, float | None]:
-        if policy is None:
+        """The campaign strategy's verdict (:mod:`mktlab.strategy.eligibility`) for a coupon."""
+        if strategy is None:
             return None, None
-        if policy.audience is not None:
-            uid = self.identity.uid(user_id)
-            if uid is None or not self.audiences.contains(policy.audience, uid):
-                return "not_in_audience", None
-        if policy.fatigue_max is not None:
-            try:
-                n = self._fatigue_counter().count(user_id, policy.fatigue_per, now)
-            except _redis_errors() as exc:
-                raise ServiceUnavailableError(
-                    f"Redis is unreachable: {exc}; nothing was issued"
-                ) from exc
-            if n >= policy.fatigue_max:
-                return "fatigue_cap", None
-        if policy.min_uplift is not None:
-            feats = self._features(user_id, context)
-            up = self.uplift([feats])[0]["uplift"]
-            if up < policy.min_uplift:
-                return "low_uplift", up
-            return None, up
-        return None, None
+        from mktlab.strategy import Eligibility
+
+        ctx = _RequestContext(self, user_id, context)
+        try:
+            elig = Eligibility(strategy, ctx, self.caps())
+        except ValidationError as exc:
+            raise ServiceUnavailableError(
+                f"campaign strategy {strategy.name!r} cannot decide single requests: {exc}"
+            ) from exc
+        verdict = elig.check(user_id, "coupon", now, key, record=False)
+        return (None if verdict.allowed else verdict.status), verdict.uplift
 
     def _features(self, user_id: str, context: Mapping[str, Any]) -> dict[str, Any]:
         cols = self.input_columns("uplift")
@@ -607,16 +475,22 @@ class ServiceCore:
 
     # ------------------------------------------------------------------ status
     def campaign(self, campaign_id: str) -> dict[str, Any]:
-        """Stock, issued, budget used of a campaign, plus its eligibility policy."""
+        """Stock, issued, budget used of a campaign, plus the strategy that governs it."""
         try:
             st = self.issuer().status(campaign_id)
         except NotFoundError:
             raise NotFoundError(f"campaign_id={campaign_id!r}: no such campaign") from None
-        policy = self.policies.get(campaign_id)
+        strategy = self.strategies.for_campaign(campaign_id)
         keys = ("campaign_id", "stock", "issued", "remaining", "budget", "budget_used", "paused",
                 "ready", "ledger_issued", "outbox_backlog", "pending")  # fmt: skip
         out = {k: st.get(k) for k in keys}
-        out["policy"] = policy.to_dict() if policy else None
+        out["strategy"] = (
+            {"name": strategy.name, "version": strategy.version, "audience": strategy.audience,
+             "holdout": strategy.holdout, "policy": strategy.policy.to_dict(),
+             "caps": [c.to_dict() for c in strategy.caps]}  # fmt: skip
+            if strategy
+            else None
+        )
         return out
 
     def health(self) -> dict[str, Any]:

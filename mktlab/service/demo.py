@@ -87,10 +87,11 @@ def _journeys(n: int) -> list[dict[str, Any]]:
 
 
 def _ensure_campaign(stock: int) -> None:
-    """The demo campaign and its policy: predicted uplift >= the threshold, <= 3 coupons a week."""
+    """The demo campaign and its strategy: predicted uplift >= the threshold, <= 3 coupons a week."""
     from mktlab.config import service_settings
     from mktlab.coupons import Campaign, CouponIssuer
-    from mktlab.service.policy import CampaignPolicy, PolicyStore
+    from mktlab.rules.model import FrequencyCap
+    from mktlab.strategy import Strategy, StrategyCatalog, TreatmentPolicy
 
     cfg = service_settings()
     with CouponIssuer(namespace=cfg.namespace) as issuer:
@@ -98,8 +99,11 @@ def _ensure_campaign(stock: int) -> None:
             issuer.campaign(DEMO_CAMPAIGN)
         except KeyError:
             issuer.create_campaign(Campaign(DEMO_CAMPAIGN, stock=stock, face_value=5.0))
-    PolicyStore().save(
-        CampaignPolicy(DEMO_CAMPAIGN, min_uplift=cfg.uplift_threshold, fatigue_max=3)
+    policy = TreatmentPolicy("uplift_threshold", model="uplift", threshold=cfg.uplift_threshold)
+    StrategyCatalog().save(
+        Strategy(f"{DEMO_CAMPAIGN}-strategy", policy, campaign_id=DEMO_CAMPAIGN,
+                 caps=(FrequencyCap("coupon", 3, "7d"),)),  # fmt: skip
+        replace=True,
     )
 
 

@@ -90,7 +90,7 @@ class IssueResponse(BaseModel):
     request_id: str
     status: Literal["issued", "denied"]
     reason: str | None = Field(
-        description="when denied: not_in_audience, low_uplift, fatigue_cap, out_of_stock, budget_exhausted, "
+        description="when denied: holdout, not_in_audience, not_drawn, policy_none, low_uplift, capped, out_of_stock, budget_exhausted, "
         "duplicate (or the issuer's transient paused, not_started, expired, ledger_backlog, not_ready)"
     )
     coupon_code: str | None

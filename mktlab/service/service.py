@@ -141,7 +141,7 @@ class MktlabService:
         request_id: schemas.RequestId,
         context: schemas.IssueContext | None = None,
     ) -> schemas.IssueResponse:
-        """Eligibility (audience, fatigue cap, uplift) then the Redis issuer; idempotent by request_id."""
+        """The campaign strategy's eligibility (holdout, audience, policy, caps), then the Redis issuer; idempotent by request_id."""
         t0 = time.perf_counter()
         ctx = context.model_dump(exclude_none=True) if context is not None else {}
         try:

@@ -70,6 +70,12 @@ class EligibilityContext(Protocol):
 class CapLedger(Protocol):
     """Where allowed actions are counted for frequency caps."""
 
+    def check(
+        self, user_id: str, channel: str, ts: float, key: str, caps: Sequence[FrequencyCap]
+    ) -> FrequencyCap | None: ...
+
+    def record(self, user_id: str, channel: str, ts: float, key: str) -> None: ...
+
     def check_and_record(
         self, user_id: str, channel: str, ts: float, key: str, caps: Sequence[FrequencyCap]
     ) -> FrequencyCap | None: ...
@@ -130,8 +136,13 @@ class Eligibility:
             hit = self._cache[user_id] = (hold, draw)
         return hit
 
-    def check(self, user_id: str, channel: str, ts: float, key: str) -> Verdict:
-        """Decide one action (``channel`` is ``"coupon"`` or a message channel)."""
+    def check(self, user_id: str, channel: str, ts: float, key: str, *, record: bool = True) -> Verdict:
+        """Decide one action (``channel`` is ``"coupon"`` or a message channel).
+
+        With ``record`` (the live loop), an allowed action counts towards the caps at
+        once; ``/issue`` checks with ``record=False`` and records only what the issuer
+        actually issued (:meth:`record`).
+        """
         s, pol = self.strategy, self.strategy.policy
         hold, draw = self._user(user_id)
         keep = 1.0 - s.holdout
@@ -152,55 +163,80 @@ class Eligibility:
                 return Verdict(
                     False, "low_uplift", f"uplift {shown} < {pol.threshold:g}", 0.0, False, uplift
                 )
-        cap = self.caps.check_and_record(user_id, channel, ts, key, self._caps)
+        if record:
+            cap = self.caps.check_and_record(user_id, channel, ts, key, self._caps)
+        else:
+            cap = self.caps.check(user_id, channel, ts, key, self._caps)
         if cap is not None:
             return Verdict(False, "capped", f"cap {cap.channel} {cap.max}/{cap.per}s", p, False, uplift)
         return Verdict(True, "ok", "", p, False, uplift)
 
 
+RETENTION = 40 * 86400  # history kept per user and channel: the longest usual cap, and then some
+
+
 class MemoryCapLedger:
-    """Frequency caps counted in memory (the simulation's ledger; same rule as Redis's)."""
+    """Frequency caps counted in memory (the simulation's ledger; same rule as Redis's).
+
+    Every allowed action is recorded in the user's history of its channel and in the
+    user's all-channel history (``"*"``); a cap counts the history it names within its
+    window ``(ts - per, ts]``, whichever strategy or campaign made the touches.
+    """
 
     def __init__(self) -> None:
-        self._sent: dict[tuple[str, int, int], list[tuple[float, str]]] = {}
+        self._hist: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        self._keys: set[tuple[str, str, str]] = set()
 
-    def check_and_record(
-        self, user_id: str, channel: str, ts: float, key: str, caps: Sequence[FrequencyCap]
-    ) -> FrequencyCap | None:
-        live = [(i, c) for i, c in enumerate(caps) if c.applies_to(channel)]
-        for i, c in live:
-            lst = self._sent.get((user_id, c.max, c.per, c.channel), [])
-            if any(k == key for _, k in lst):
-                return None  # already recorded: a replay of an allowed action
+    def check(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
+        if (user_id, channel, key) in self._keys:
+            return None  # already recorded: a replay of an allowed action
+        for c in caps:
+            if not c.applies_to(channel):
+                continue
             if c.max == 0:
                 return c
+            lst = self._hist.get((user_id, c.channel), [])
             lo = bisect.bisect_right(lst, (ts - c.per, "\uffff"))
             hi = bisect.bisect_right(lst, (ts, "\uffff"))
             if hi - lo >= c.max:
                 return c
-        for _, c in live:
-            bisect.insort(self._sent.setdefault((user_id, c.max, c.per, c.channel), []), (ts, key))
         return None
+
+    def record(self, user_id: str, channel: str, ts: float, key: str) -> None:
+        if (user_id, channel, key) in self._keys:
+            return
+        self._keys.add((user_id, channel, key))
+        for ch in {channel, "*"}:
+            bisect.insort(self._hist.setdefault((user_id, ch), []), (ts, key))
+
+    def check_and_record(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
+        cap = self.check(user_id, channel, ts, key, caps)
+        if cap is None:
+            self.record(user_id, channel, ts, key)
+        return cap
 
 
 _CAPS_LUA = """
--- KEYS: one sorted set per applicable cap; ARGV: ts, member, then (max, per) per key
+-- KEYS[1]: the user's history of this channel, KEYS[2]: of all channels
+-- ARGV: ts, member, record (0/1), retention, then (key index, max, per) per cap
 local ts = tonumber(ARGV[1])
 local member = ARGV[2]
-for i, k in ipairs(KEYS) do
-  if redis.call('ZSCORE', k, member) then return 0 end
-end
-for i, k in ipairs(KEYS) do
-  local max = tonumber(ARGV[1 + 2 * i])
-  local per = tonumber(ARGV[2 + 2 * i])
+if redis.call('ZSCORE', KEYS[1], member) then return 0 end
+local n = (#ARGV - 4) / 3
+for i = 1, n do
+  local k = KEYS[tonumber(ARGV[2 + 3 * i])]
+  local max = tonumber(ARGV[3 + 3 * i])
+  local per = tonumber(ARGV[4 + 3 * i])
   if max == 0 then return i end
   if redis.call('ZCOUNT', k, '(' .. (ts - per), ts) >= max then return i end
 end
-for i, k in ipairs(KEYS) do
-  local per = tonumber(ARGV[2 + 2 * i])
-  redis.call('ZADD', k, ts, member)
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. (ts - per))
-  redis.call('EXPIRE', k, per + 3600)
+if ARGV[3] == '1' then
+  local keep = tonumber(ARGV[4])
+  for _, k in ipairs(KEYS) do
+    redis.call('ZADD', k, ts, member)
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. (ts - keep))
+    redis.call('EXPIRE', k, keep + 3600)
+  end
 end
 return 0
 """
@@ -209,34 +245,43 @@ return 0
 class RedisCapLedger:
     """Frequency caps counted in Redis: shared by every worker, the service and restarts.
 
-    One sorted set per (user, cap) holds the idempotency keys of allowed actions scored
-    by event time; a Lua script checks and records atomically. A key already recorded is
+    The same rule as :class:`MemoryCapLedger`: per user, one sorted set per channel and
+    one for all channels hold the idempotency keys of allowed actions, scored by event
+    time; a Lua script checks (and records) atomically. A key already recorded is
     allowed again (a redelivered event), so nothing is counted twice.
     """
 
-    def __init__(self, redis_client: Any, namespace: str = "mktlab"):
+    def __init__(self, redis_client: Any, namespace: str = "mktlab", retention: int = RETENTION):
         self.redis = redis_client
         self.namespace = namespace
+        self.retention = int(retention)
         self._script: Callable | None = None
 
-    def _key(self, user_id: str, cap: FrequencyCap) -> str:
-        return f"{self.namespace}:cap:{{{user_id}}}:{cap.channel}:{cap.max}:{cap.per}"
+    def _keys(self, user_id: str, channel: str) -> list[str]:
+        base = f"{self.namespace}:touch:{{{user_id}}}"
+        return [f"{base}:{channel}", f"{base}:*"]
 
-    def check_and_record(
-        self, user_id: str, channel: str, ts: float, key: str, caps: Sequence[FrequencyCap]
-    ) -> FrequencyCap | None:
+    def _call(self, user_id, channel, ts, key, caps, record: bool) -> FrequencyCap | None:
         live = [c for c in caps if c.applies_to(channel)]
-        if not live:
-            return None
         if self._script is None:
             self._script = self.redis.register_script(_CAPS_LUA)
-        args: list[Any] = [repr(float(ts)), key]
+        keep = max([self.retention, *(c.per for c in live)])
+        args: list[Any] = [repr(float(ts)), key, "1" if record else "0", keep]
         for c in live:
-            args += [c.max, c.per]
+            args += [2 if c.channel == "*" else 1, c.max, c.per]
         import redis
 
         try:
-            hit = int(self._script(keys=[self._key(user_id, c) for c in live], args=args))
+            hit = int(self._script(keys=self._keys(user_id, channel), args=args))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise ServiceUnavailableError(f"Redis is unreachable for frequency caps: {exc}") from exc
         return live[hit - 1] if hit else None
+
+    def check(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
+        return self._call(user_id, channel, ts, key, caps, record=False)
+
+    def record(self, user_id: str, channel: str, ts: float, key: str) -> None:
+        self._call(user_id, channel, ts, key, (), record=True)
+
+    def check_and_record(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
+        return self._call(user_id, channel, ts, key, caps, record=True)

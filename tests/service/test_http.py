@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from mktlab.coupons import Campaign
-from mktlab.service.policy import CampaignPolicy, PolicyStore
+from mktlab.rules.model import FrequencyCap
+from mktlab.strategy import Strategy, StrategyCatalog, TreatmentPolicy
 from tests.service.conftest import USERS, VIP
 
 
@@ -155,12 +156,17 @@ def campaigns(issuer):
     issuer.create_campaign(Campaign("open", stock=3, face_value=5.0))
     issuer.create_campaign(Campaign("budget", stock=10, face_value=5.0, budget=10.0))
     issuer.create_campaign(Campaign("targeted", stock=100, face_value=2.0))
-    issuer.create_campaign(Campaign("fatigue_a", stock=100))
-    issuer.create_campaign(Campaign("fatigue_b", stock=100))
+    issuer.create_campaign(Campaign("capped_a", stock=100))
+    issuer.create_campaign(Campaign("capped_b", stock=100))
     issuer.create_campaign(Campaign("rush", stock=10, shards=2))
-    policies = PolicyStore()
-    policies.save(CampaignPolicy("targeted", audience="vip", min_uplift=0.05))
-    policies.save(CampaignPolicy("fatigue_b", fatigue_max=1, fatigue_per=3600))
+    catalog = StrategyCatalog()
+    up = TreatmentPolicy("uplift_threshold", model="uplift", threshold=0.05)
+    catalog.save(Strategy("targeted-s", up, audience="vip", campaign_id="targeted"), replace=True)
+    catalog.save(
+        Strategy("capped-b", TreatmentPolicy("all"), campaign_id="capped_b",
+                 caps=(FrequencyCap("coupon", 1, 3600),)),  # fmt: skip
+        replace=True,
+    )
     return issuer
 
 
@@ -226,25 +232,25 @@ def test_audience_and_uplift_eligibility(http, campaigns):
     # a denial is answered the same way on retry
     assert issue(http, "targeted", "U0002", "t-2")[1] == {**low, "replayed": True}
     _, st = http.get("/campaigns/targeted")
-    assert st["policy"]["audience"] == "vip"
+    assert st["strategy"]["audience"] == "vip"
     assert st["issued"] == 2
 
 
-def test_fatigue_cap_counts_coupons_across_campaigns(http, campaigns):
-    _, a = issue(http, "fatigue_b", "U0010", "f-1")
+def test_frequency_cap_counts_coupons_across_campaigns(http, campaigns):
+    _, a = issue(http, "capped_b", "U0010", "f-1")
     assert a["status"] == "issued"
-    _, b = issue(http, "fatigue_b", "U0010", "f-2")
-    assert (b["status"], b["reason"]) == ("denied", "fatigue_cap")
-    assert issue(http, "fatigue_b", "U0011", "f-3")[1]["status"] == "issued"
+    _, b = issue(http, "capped_b", "U0010", "f-2")
+    assert (b["status"], b["reason"]) == ("denied", "capped")
+    assert issue(http, "capped_b", "U0011", "f-3")[1]["status"] == "issued"
     # a coupon of another campaign (without a cap of its own) counts too
-    assert issue(http, "fatigue_a", "U0012", "f-4")[1]["status"] == "issued"
-    _, c = issue(http, "fatigue_b", "U0012", "f-5")
-    assert (c["status"], c["reason"]) == ("denied", "fatigue_cap")
+    assert issue(http, "capped_a", "U0012", "f-4")[1]["status"] == "issued"
+    _, c = issue(http, "capped_b", "U0012", "f-5")
+    assert (c["status"], c["reason"]) == ("denied", "capped")
 
 
 def test_request_id_reused_for_another_user_is_refused(http, campaigns):
-    issue(http, "fatigue_a", "U0020", "reuse-1")
-    _, body = issue(http, "fatigue_a", "U0021", "reuse-1")
+    issue(http, "capped_a", "U0020", "reuse-1")
+    _, body = issue(http, "capped_a", "U0021", "reuse-1")
     assert (body["status"], body["reason"]) == ("denied", "request_conflict")
 
 
