@@ -9,11 +9,23 @@ uplift champion.
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from mktlab.errors import ValidationError
+
+
+_RATE_LUA = """
+local now, per, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
+if redis.call('ZCARD', KEYS[1]) >= max then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('EXPIRE', KEYS[1], per + 3600)
+return 1
+"""
 
 
 class LiveContext:
@@ -46,7 +58,9 @@ class LiveContext:
         self._tz = tz
         self.redis = redis
         self.namespace = namespace
-        self._local: dict[tuple[str, int], int] = {}
+        self._local: dict[str, deque] = {}
+        self._rate: Any = None
+        self._seq = 0
 
     def in_audience(self, audience: str, user_id: str) -> bool:
         a = self._audiences
@@ -71,18 +85,25 @@ class LiveContext:
         return self._tz.get(user_id)
 
     def allow_rate(self, key: str, max: int, per: int, now: float) -> bool:
-        """At most ``max`` passes per ``per`` seconds of event time under ``key`` (fixed windows)."""
-        bucket = int(now // per) if per > 0 else 0
+        """At most ``max`` passes in any ``(now - per, now]`` of event time under ``key``.
+
+        The same sliding window as :class:`mktlab.live.journey_sim.SimpleContext`; with
+        Redis the count is shared by every worker (a sorted set, checked atomically).
+        """
         if self.redis is None:
-            k = (key, bucket)
-            self._local[k] = n = self._local.get(k, 0) + 1
-            return n <= max
-        rk = f"{self.namespace}:rate:{key}:{bucket}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(rk)
-        pipe.expire(rk, int(per) + 3600)
-        n = pipe.execute()[0]
-        return int(n) <= max
+            q = self._local.setdefault(key, deque())
+            while q and q[0] <= now - per:
+                q.popleft()
+            if len(q) >= max:
+                return False
+            q.append(now)
+            return True
+        if self._rate is None:
+            self._rate = self.redis.register_script(_RATE_LUA)
+        self._seq += 1
+        member = f"{now!r}:{os.getpid()}:{self._seq}"
+        return bool(int(self._rate(keys=[f"{self.namespace}:rate:{key}"],
+                                   args=[repr(float(now)), int(per), int(max), member])))  # fmt: skip
 
 
 def wall_clock() -> float:

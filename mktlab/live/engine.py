@@ -102,6 +102,8 @@ class LiveEngine:
                 f"live engine: strategy/journey names must be unique; repeated: {dup}"
             )
         self.journeys = {j.name: jr.compile_journey(j) for j in journeys}
+        # the longest a user can be held: timers up to last event + horizon settle everyone
+        self.horizon = float(max((cj.horizon for cj in self.journeys.values()), default=0))
         self._jr = jr
         self.context = context
         self.redis = binary_client(redis)

@@ -110,3 +110,41 @@ def test_replaying_a_checkpointed_batch_is_skipped(ns, tmp_path):
     b = _engine(s, ctx, ns, tmp_path)  # checkpoint written, ack lost: all redelivered
     rep = b.process(dels)
     assert rep.skipped == len(dels) and rep.events == 0
+
+
+JOURNEY = Path(__file__).resolve().parents[2] / "examples" / "journeys" / "browse_abandon.yaml"
+
+
+def _jcols(df):
+    keep = ["source", "node", "user_id", "ts", "action", "arm"]
+    return df[keep].sort_values(keep).reset_index(drop=True)
+
+
+def test_journeys_live_equal_the_simulation_across_a_crash(ns, tmp_path):
+    from mktlab.live.journey import Journey
+    from mktlab.live.journey_runtime import DecisionRecord
+    from mktlab.live.journey_sim import simulate as simulate_journeys
+
+    events = synthetic_events(100, 4000, seed=11)
+    j = Journey.from_yaml(JOURNEY)
+    ctx = LiveContext(tz="Europe/Paris")
+    sim = simulate_journeys([j], events, ctx)
+    fields = list(DecisionRecord.__dataclass_fields__)
+    sim_rows = pd.DataFrame([DecisionRecord(**{f: r[f] for f in fields}).to_row()
+                             for r in sim.decisions.to_dict("records")])  # fmt: skip
+    assert {"enter", "coupon", "message", "timeout"} <= set(sim_rows["action"])
+    dels = _deliveries(events)
+    mk = lambda: LiveEngine([], [j], context=LiveContext(tz="Europe/Paris", redis=get_redis(), namespace=ns),  # noqa: E731
+                            redis=get_redis(), namespace=ns, decisions=DecisionLog(tmp_path / "dec"))
+    a = mk()
+    a.process(dels[:1500])
+    a.checkpoint()
+    a.process(dels[1500:2500])  # dies here: decided and executed, never checkpointed
+    b = mk()  # the next owner: state and timers come back from Redis
+    b.process(dels[1500:])
+    b.flush_timers(float(events["ts"].max()) + b.horizon)
+    b.checkpoint()
+    live = DecisionLog(tmp_path / "dec").read()
+    pd.testing.assert_frame_equal(_jcols(live), _jcols(sim_rows), check_dtype=False)
+    sizes = b.journey_state_bytes()
+    assert 0 < sizes["value_bytes"] <= 200
