@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mktlab.identity._kernels import digits_buffer, first_seen_codes
-from mktlab.identity.rules import IdentityRules
+from mktlab.identity.merge_rules import IdentityRules
 
 GLOBAL_ID_PREFIX = "G"
 _GID_WIDTH = 10  # uint32 max is 4_294_967_295: ten digits

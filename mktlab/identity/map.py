@@ -34,8 +34,8 @@ from mktlab.identity._encode import (
     normalize_values,
     parse_global_ids,
 )
+from mktlab.identity.merge_rules import IdentityRules
 from mktlab.identity.report import IdentityReport
-from mktlab.identity.rules import IdentityRules
 from mktlab.io import atomic_path, write_parquet, write_text
 
 FORMAT_VERSION = 1
@@ -73,7 +73,8 @@ def _empty_audit() -> pd.DataFrame:
     )
 
 
-def _empty_history() -> pd.DataFrame:
+def empty_history() -> pd.DataFrame:
+    """A history table with no rows (the columns and dtypes every map's history has)."""
     return pd.DataFrame(
         {
             "ts": pd.Series(dtype="datetime64[ns]"),
@@ -137,7 +138,7 @@ class IdentityMap:
         self.next_uid = int(next_uid)
         self.report = report if report is not None else IdentityReport()
         self.audit = audit if audit is not None else _empty_audit()
-        self.history = history if history is not None else _empty_history()
+        self.history = history if history is not None else empty_history()
         self.quarantine = quarantine if quarantine is not None else pd.DataFrame()
         self.excluded = excluded if excluded is not None else pd.DataFrame(
             {"id_type": pd.Series(dtype="str"), "id_value": pd.Series(dtype="str"),
