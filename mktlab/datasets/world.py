@@ -27,6 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mktlab.config import settings
+from mktlab.datasets._arrow import decode, take
+from mktlab.datasets.identities import ID_TYPES, draw_people, identities
 from mktlab.errors import DataError, ValidationError
 
 WORLD_VERSION = 1
@@ -45,16 +47,11 @@ CHANNELS = np.array(["search", "social", "display", "email", "push", "sms", "aff
 CHANNEL_FREQ = np.array([0.20, 0.18, 0.17, 0.12, 0.10, 0.06, 0.07, 0.10])
 CHANNEL_EFFECT = np.array([0.060, 0.025, 0.008, 0.030, 0.015, 0.010, 0.040, 0.080])
 JOURNEY_BASE = 0.01
-HUB_DEVICE = "352099001761481"  # a factory-default IMEI reported by thousands of phones
-JUNK_VALUES = np.array(["", "000000", "unknown", "null", "-1", "00000000000", "0000000000000000"])
-SOURCES = ("app_login", "web_session", "order", "partner_feed")
-ID_TYPES = ("user_id", "phone", "email", "device", "openid")
 QUADRANTS = np.array(["persuadable", "sure_thing", "lost_cause", "sleeping_dog"])
 TABLES = (
     "identities", "identity_truth", "people", "profiles", "events", "event_truth",
     "touches", "conversions", "channel_truth", "campaign_log", "campaign_truth",
 )  # fmt: skip
-_P = 1_000_000_007  # prime > any person index: (a*i + b) mod P is a bijection
 
 
 @dataclass
@@ -133,37 +130,6 @@ def _check_args(n_users: object, seed: object) -> tuple[int, int]:
     return int(n_users), int(seed)
 
 
-# ----------------------------------------------------------------------------- strings
-def _digits(values: np.ndarray, width: int, prefix: str = "") -> pa.Array:
-    s = pc.utf8_lpad(pa.array(values.astype(np.int64)).cast(pa.string()), width, "0")
-    return pc.binary_join_element_wise(prefix, s, "") if prefix else s
-
-
-_HEX = np.frombuffer(b"0123456789abcdef", dtype="S1")
-
-
-def _uuids(rng: np.random.Generator, n: int, upper: bool = False) -> pa.Array:
-    nib = rng.integers(0, 16, size=(n, 32), dtype=np.uint8)
-    chars = _HEX[nib]
-    out = np.full((n, 36), b"-", dtype="S1")
-    out[:, [*range(8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)]] = chars
-    fixed = pa.Array.from_buffers(pa.binary(36), n, [None, pa.py_buffer(out.tobytes())])
-    arr = fixed.cast(pa.binary()).cast(pa.string())
-    return pc.utf8_upper(arr) if upper else arr
-
-
-def _decode(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
-
-
-def _take(arr: pa.Array, idx: np.ndarray) -> pa.Array:
-    return _flat(arr).take(pa.array(idx, type=pa.int64()))
-
-
-def _flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-
-
 # ----------------------------------------------------------------------------- chunks
 class _Chunk:
     """People ``offset .. offset+n`` and everything they generate."""
@@ -174,262 +140,17 @@ class _Chunk:
         self.t0 = int(START.timestamp())
         self.span = DAYS * 86400
 
-    # people and their identifiers ---------------------------------------------------
+    # people and their identifiers: mktlab.datasets.identities ------------------------
     def people(self) -> None:
-        rng, n = self.rng, self.n
-        pid = self.offset + np.arange(n, dtype=np.int64)
-        self.pid = pid
-        self.has_account = rng.random(n) < 0.92
-        self.user_id = pc.if_else(
-            pa.array(self.has_account),
-            _digits((pid * 48271 + 12345) % _P, 10, "U"),
-            pa.nulls(n, pa.string()),
-        )
-        # households of 1-4 consecutive people
-        sizes = rng.choice([1, 2, 3, 4], size=n, p=[0.45, 0.3, 0.15, 0.1])
-        starts = np.cumsum(sizes)
-        hh = np.searchsorted(starts, np.arange(n), side="right")
-        self.household = (self.offset + hh).astype(np.int64)
-        # devices: 1-3 each
-        self.n_dev = rng.choice([1, 2, 3], size=n, p=[0.5, 0.35, 0.15])
-        dev_kind = rng.choice(3, size=(n, 3), p=[0.55, 0.3, 0.15])  # imei, oaid, idfa
-        imei = _digits(
-            860_000_000_000_000 + (pid[:, None] * 3 + np.arange(3)).ravel() * 7919 % 10**13, 15
-        )
-        oaid = _uuids(rng, 3 * n)
-        idfa = _uuids(rng, 3 * n, upper=True)
-        kind = dev_kind.ravel()
-        dev = pc.if_else(pa.array(kind == 0), imei, pc.if_else(pa.array(kind == 1), oaid, idfa))
-        self.devices = dev  # flat (n*3), person i's j-th device at 3*i+j
-        # shared family device: the next household member also uses this person's device 0
-        same_hh_next = np.r_[self.household[1:] == self.household[:-1], False]
-        share = (
-            same_hh_next
-            & self.has_account
-            & np.r_[self.has_account[1:], False]
-            & (rng.random(n) < 0.15)
-        )
-        self.shares_from = np.full(
-            n, -1, dtype=np.int64
-        )  # person i also uses device 0 of shares_from[i]
-        self.shares_from[np.flatnonzero(share) + 1] = np.flatnonzero(share)
-        # phones: 85% of account holders; 1% of them are recycled to someone phone-less
-        self.has_phone = self.has_account & (rng.random(n) < 0.85)
-        phone_num = 13_000_000_000 + (pid * 7057 + 991) % 9_000_000_000
-        self.phone = pc.if_else(
-            pa.array(self.has_phone), _digits(phone_num, 11), pa.nulls(n, pa.string())
-        )
-        donors = np.flatnonzero(self.has_phone & (rng.random(n) < 0.012))
-        takers_pool = np.flatnonzero(self.has_account & ~self.has_phone)
-        k = min(len(donors), len(takers_pool))
-        donors = donors[:k]
-        takers = rng.choice(takers_pool, size=k, replace=False) if k else takers_pool[:0]
-        self.recycle_time = np.full(n, -1, dtype=np.int64)
-        t_r = self.t0 + rng.integers(int(0.3 * self.span), int(0.7 * self.span), size=k)
-        self.recycle_time[donors] = t_r
-        self.recycle_time[takers] = t_r
-        self.recycled_to = np.full(n, -1, dtype=np.int64)
-        self.recycled_to[donors] = takers
-        self.recycled_from = np.full(n, -1, dtype=np.int64)
-        self.recycled_from[takers] = donors
-        # donors get a new number (70%) after handing the old one over
-        new_phone = rng.random(n) < 0.7
-        self.phone2 = pc.if_else(
-            pa.array((self.recycled_to >= 0) & new_phone),
-            _digits(13_000_000_000 + (pid * 104729 + 7) % 9_000_000_000, 11),
-            pa.nulls(n, pa.string()),
-        )
-        # emails 0-2; openids 0-2 (account holders only)
-        self.n_email = rng.choice([0, 1, 2], size=n, p=[0.25, 0.55, 0.2])
-        domains = np.array(["qq.com", "163.com", "gmail.com", "outlook.com", "126.com"])
-        dom = domains[rng.integers(0, len(domains), size=2 * n)]
-        local = _digits((np.repeat(pid, 2) * 2 + np.tile([0, 1], n)) * 2654435761 % 10**12, 12, "u")
-        self.emails = pc.binary_join_element_wise(local, pa.array(dom), "@")
-        self.n_openid = np.where(
-            self.has_account, rng.choice([0, 1, 2], size=n, p=[0.3, 0.5, 0.2]), 0
-        )
-        self.openids = pc.binary_join_element_wise(
-            "o",
-            pc.utf8_slice_codeunits(pc.replace_substring(_uuids(rng, 2 * n), "-", ""), 0, 27),
-            "",
-        )
-
-    # identity records -----------------------------------------------------------------
-    def _ts(self, k: int) -> np.ndarray:
-        return self.t0 + self.rng.integers(0, self.span, size=k)
-
-    def identities(self, record_offset: int) -> tuple[pa.Table, pa.Table, int]:
-        rng, n = self.rng, self.n
-        cols: dict[str, list] = {"rec": [], "ts": [], "source": [], "id_type": [], "val": []}
-        truth_rec: list[np.ndarray] = []
-        truth_pid: list[np.ndarray] = []
-        next_rec = record_offset
-
-        def records(person: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-            nonlocal next_rec
-            rec = next_rec + np.arange(len(person), dtype=np.int64)
-            next_rec += len(person)
-            ts = self._ts(len(person))
-            truth_rec.append(rec)
-            truth_pid.append(self.pid[person])
-            return rec, ts
-
-        def add(
-            rec: np.ndarray,
-            ts: np.ndarray,
-            source: str,
-            id_type: str,
-            values: pa.Array,
-            mask: np.ndarray | None = None,
-        ) -> None:
-            valid = ~np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False))
-            if mask is not None:
-                valid &= mask
-            idx = np.flatnonzero(valid)
-            cols["rec"].append(rec[idx])
-            cols["ts"].append(ts[idx])
-            cols["source"].append(np.full(len(idx), SOURCES.index(source), dtype=np.int8))
-            cols["id_type"].append(np.full(len(idx), ID_TYPES.index(id_type), dtype=np.int8))
-            cols["val"].append(_take(values, idx))
-
-        def device_of(person: np.ndarray) -> pa.Array:
-            j = (rng.random(len(person)) * self.n_dev[person]).astype(np.int64)
-            return _take(self.devices, 3 * person + j)
-
-        acct = np.flatnonzero(self.has_account)
-        # app logins: user_id + one device (+ an openid sometimes)
-        p = np.repeat(acct, 1 + rng.poisson(3, size=len(acct)))
-        rec, ts = records(p, "app_login")
-        add(rec, ts, "app_login", "user_id", _take(self.user_id, p))
-        dev = device_of(p)
-        # the person who shares a family member's device logs in on it half of the time
-        borrow = (self.shares_from[p] >= 0) & (rng.random(len(p)) < 0.5)
-        dev = pc.if_else(
-            pa.array(borrow), _take(self.devices, 3 * np.maximum(self.shares_from[p], 0)), dev
-        )
-        hub = rng.random(len(p)) < 0.002
-        dev = pc.if_else(pa.array(hub), pa.scalar(HUB_DEVICE), dev)
-        add(rec, ts, "app_login", "device", dev)
-        has_oid = self.n_openid[p] > 0
-        oid = _take(
-            self.openids,
-            2 * p + (rng.random(len(p)) * np.maximum(self.n_openid[p], 1)).astype(np.int64),
-        )
-        add(rec, ts, "app_login", "openid", oid, has_oid & (rng.random(len(p)) < 0.6))
-        # every openid and every device is seen at least once with the account
-        for j in range(2):
-            who = acct[self.n_openid[acct] > j]
-            rec, ts = records(who, "app_login")
-            add(rec, ts, "app_login", "user_id", _take(self.user_id, who))
-            add(rec, ts, "app_login", "openid", _take(self.openids, 2 * who + j))
-        for j in range(3):
-            who = acct[self.n_dev[acct] > j]
-            rec, ts = records(who, "app_login")
-            add(rec, ts, "app_login", "user_id", _take(self.user_id, who))
-            add(rec, ts, "app_login", "device", _take(self.devices, 3 * who + j))
-        # web sessions: a device + an email (typo'd now and then); anonymous people live here
-        p = np.repeat(
-            np.arange(n), rng.poisson(np.where(self.has_account, 1.5, 4.0)) + (~self.has_account)
-        )
-        rec, ts = records(p, "web_session")
-        add(rec, ts, "web_session", "device", device_of(p))
-        has_mail = self.n_email[p] > 0
-        mail = _take(
-            self.emails,
-            2 * p + (rng.random(len(p)) * np.maximum(self.n_email[p], 1)).astype(np.int64),
-        )
-        typo = rng.random(len(p)) < 0.01
-        mail = pc.if_else(pa.array(typo), pc.replace_substring(mail, "@", "@@"), mail)
-        add(rec, ts, "web_session", "email", mail, has_mail & (rng.random(len(p)) < 0.7))
-        # orders: user_id + the phone valid at that time + maybe an email
-        p = np.repeat(acct, rng.poisson(1.5, size=len(acct)) + (self.recycle_time[acct] >= 0) * 2)
-        rec, ts = records(p, "order")
-        add(rec, ts, "order", "user_id", _take(self.user_id, p))
-        rt = self.recycle_time[p]
-        donor, taker = self.recycled_to[p] >= 0, self.recycled_from[p] >= 0
-        phone = _take(self.phone, p)
-        phone = pc.if_else(pa.array(donor & (ts >= rt)), _take(self.phone2, p), phone)
-        phone = pc.if_else(
-            pa.array(taker & (ts >= rt)),
-            _take(self.phone, np.maximum(self.recycled_from[p], 0)),
-            phone,
-        )
-        add(rec, ts, "order", "phone", phone)
-        add(
-            rec,
-            ts,
-            "order",
-            "email",
-            _take(self.emails, 2 * p),
-            (self.n_email[p] > 0) & (rng.random(len(p)) < 0.5),
-        )
-        # partner feeds: phone + openid, as of the record's time
-        p = np.repeat(acct, rng.poisson(0.4, size=len(acct)))
-        p = p[self.n_openid[p] > 0]
-        rec, ts = records(p, "partner_feed")
-        rt = self.recycle_time[p]
-        phone = _take(self.phone, p)
-        phone = pc.if_else(
-            pa.array((self.recycled_to[p] >= 0) & (ts >= rt)), _take(self.phone2, p), phone
-        )
-        phone = pc.if_else(
-            pa.array((self.recycled_from[p] >= 0) & (ts >= rt)),
-            _take(self.phone, np.maximum(self.recycled_from[p], 0)),
-            phone,
-        )
-        add(rec, ts, "partner_feed", "phone", phone)
-        add(rec, ts, "partner_feed", "openid", _take(self.openids, 2 * p))
-        # junk identifiers riding along on 3% of records
-        all_rec = np.concatenate(truth_rec)
-        junk_rec = all_rec[rng.random(len(all_rec)) < 0.03]
-        jt = self._ts(len(junk_rec))
-        jv = pa.array(JUNK_VALUES[rng.integers(0, len(JUNK_VALUES), size=len(junk_rec))])
-        jtype = np.where(
-            rng.random(len(junk_rec)) < 0.6, ID_TYPES.index("device"), ID_TYPES.index("phone")
-        ).astype(np.int8)
-        # junk rows share their record's id; their ts is replaced by the record's ts below
-        cols["rec"].append(junk_rec)
-        cols["ts"].append(jt)
-        cols["source"].append(np.zeros(len(junk_rec), dtype=np.int8))
-        cols["id_type"].append(jtype)
-        cols["val"].append(jv)
-
-        rec = np.concatenate(cols["rec"])
-        truth = pa.table(
-            {
-                "record_id": pa.array(np.concatenate(truth_rec)),
-                "person_id": pa.array(np.concatenate(truth_pid)),
-            }
-        )
-        # align ts/source of every row with its record (junk rows included)
-        rec_ts = np.empty(next_rec - record_offset, dtype=np.int64)
-        rec_src = np.empty(next_rec - record_offset, dtype=np.int8)
-        for r, t, s in zip(cols["rec"][:-1], cols["ts"][:-1], cols["source"][:-1], strict=True):
-            rec_ts[r - record_offset] = t
-            rec_src[r - record_offset] = s
-        ts_all = rec_ts[rec - record_offset]
-        src_all = rec_src[rec - record_offset]
-        order = np.lexsort((rec,))
-        table = pa.table(
-            {
-                "record_id": pa.array(rec[order]),
-                "ts": pa.array((ts_all[order] * 1_000_000).astype("datetime64[us]")),
-                "source": _decode(src_all[order], SOURCES),
-                "id_type": _decode(np.concatenate(cols["id_type"])[order], ID_TYPES),
-                "id_value": pa.concat_arrays(
-                    [_flat(a).cast(pa.string()) for a in cols["val"]]
-                ).take(pa.array(order)),
-            }
-        )
-        return table, truth, next_rec
+        self.ids = draw_people(self.rng, self.offset, self.n, self.t0, self.span)
 
     # profiles, events ---------------------------------------------------------------
     def events_and_profiles(self, event_offset: int) -> tuple[pa.Table, pa.Table, pa.Table, int]:
         rng, n = self.rng, self.n
-        activity = rng.gamma(0.8, 1.0, size=n) * np.where(self.has_account, 1.0, 0.4)
+        activity = rng.gamma(0.8, 1.0, size=n) * np.where(self.ids.has_account, 1.0, 0.4)
         n_view = rng.poisson(activity * 6)
         n_cart = rng.binomial(n_view, 0.25)
-        n_order = rng.binomial(n_cart, 0.35) + (rng.random(n) < 0.15 * self.has_account)
+        n_order = rng.binomial(n_cart, 0.35) + (rng.random(n) < 0.15 * self.ids.has_account)
         kinds = (("view", n_view), ("cart", n_cart), ("order", n_order))
         person = np.concatenate([np.repeat(np.arange(n), k) for _, k in kinds])
         ev_code = np.concatenate(
@@ -442,10 +163,10 @@ class _Chunk:
         ts = self.t0 + (self.span * rng.power(1.0 + activity[person] * 0.5)).astype(np.int64)
         ch = rng.choice(3, size=m, p=[0.6, 0.25, 0.15])
         # the identifier the event arrives with depends on the channel
-        dev_j = (rng.random(m) * self.n_dev[person]).astype(np.int64)
-        device = _take(self.devices, 3 * person + dev_j)
-        use_uid = (ch == 0) & self.has_account[person] & (rng.random(m) < 0.7)
-        use_oid = (ch == 2) & (self.n_openid[person] > 0)
+        dev_j = (rng.random(m) * self.ids.n_dev[person]).astype(np.int64)
+        device = take(self.ids.devices, 3 * person + dev_j)
+        use_uid = (ch == 0) & self.ids.has_account[person] & (rng.random(m) < 0.7)
+        use_oid = (ch == 2) & (self.ids.n_openid[person] > 0)
         id_code = np.where(
             use_uid,
             ID_TYPES.index("user_id"),
@@ -453,8 +174,8 @@ class _Chunk:
         )
         val = pc.if_else(
             pa.array(use_uid),
-            _take(self.user_id, person),
-            pc.if_else(pa.array(use_oid), _take(self.openids, 2 * person), device),
+            take(self.ids.user_id, person),
+            pc.if_else(pa.array(use_oid), take(self.ids.openids, 2 * person), device),
         )
         amount = np.where(is_order, np.round(rng.lognormal(4.6, 0.7, size=m), 2), 0.0)
         cat = CATEGORIES[rng.integers(0, len(CATEGORIES), size=m)]
@@ -462,16 +183,16 @@ class _Chunk:
             {
                 "event_id": pa.array(eid),
                 "ts": pa.array((ts * 1_000_000).astype("datetime64[us]")),
-                "id_type": _decode(id_code.astype(np.int8), ID_TYPES),
+                "id_type": decode(id_code.astype(np.int8), ID_TYPES),
                 "id_value": val,
-                "event": _decode(ev_code, ("view", "cart", "order")),
+                "event": decode(ev_code, ("view", "cart", "order")),
                 "channel": pa.array(EVENT_CHANNELS[ch]),
                 "category": pa.array(cat),
                 "amount": pa.array(amount),
                 "campaign_id": pa.nulls(m, pa.string()),
             }
         )
-        truth = pa.table({"event_id": pa.array(eid), "person_id": pa.array(self.pid[person])})
+        truth = pa.table({"event_id": pa.array(eid), "person_id": pa.array(self.ids.pid[person])})
         # RFM from the orders just generated, so profiles agree with events
         end = self.t0 + self.span
         last = np.full(n, -1, dtype=np.int64)
@@ -487,13 +208,13 @@ class _Chunk:
         spend_rank = np.log1p(self.monetary) + rng.normal(0, 0.8, size=n)
         self.tier_level = np.clip(np.digitize(spend_rank, [1.0, 4.0, 5.2, 6.2]) + 1, 1, 5)
         signup = end - 86400 * rng.integers(DAYS, 5 * 365, size=n)
-        acct = np.flatnonzero(self.has_account)
+        acct = np.flatnonzero(self.ids.has_account)
         band = pd.cut(
             self.age, [0, 24, 34, 44, 54, 200], labels=["18-24", "25-34", "35-44", "45-54", "55+"]
         ).astype(str)
         profiles = pa.table(
             {
-                "user_id": _take(self.user_id, acct),
+                "user_id": take(self.ids.user_id, acct),
                 "age": pa.array(self.age[acct]),
                 "age_band": pa.array(np.asarray(band)[acct], type=pa.string()),
                 "gender": pa.array(self.gender[acct]),
@@ -513,7 +234,7 @@ class _Chunk:
         self, journey_offset: int
     ) -> tuple[pa.Table, pa.Table, np.ndarray, np.ndarray, int]:
         rng = self.rng
-        who = np.flatnonzero(self.has_account & (self.rng.random(self.n) < 0.5))
+        who = np.flatnonzero(self.ids.has_account & (self.rng.random(self.n) < 0.5))
         k = len(who)
         jid = journey_offset + np.arange(k, dtype=np.int64)
         n_touch = 1 + rng.poisson(1.8, size=k)
@@ -539,7 +260,7 @@ class _Chunk:
         touches = pa.table(
             {
                 "journey_id": pa.array(jid[j_of]),
-                "user_id": _take(self.user_id, who[j_of]),
+                "user_id": take(self.ids.user_id, who[j_of]),
                 "ts": pa.array((t_ts * 1_000_000).astype("datetime64[us]")),
                 "channel": pa.array(CHANNELS[ch]),
             }
@@ -547,7 +268,7 @@ class _Chunk:
         conv = pa.table(
             {
                 "journey_id": pa.array(jid),
-                "user_id": _take(self.user_id, who),
+                "user_id": take(self.ids.user_id, who),
                 "converted": pa.array(converted),
                 "value": pa.array(value),
                 "ts": pa.array((end_ts * 1_000_000).astype("datetime64[us]")),
@@ -558,7 +279,7 @@ class _Chunk:
     # campaigns ----------------------------------------------------------------------
     def campaigns(self, event_offset: int) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table, int]:
         rng = self.rng
-        acct = np.flatnonzero(self.has_account)
+        acct = np.flatnonzero(self.ids.has_account)
         m = len(acct)
         fz = (np.log1p(self.frequency[acct]) - 0.8) / 0.7
         rz = (np.minimum(self.recency[acct], 120) - 45) / 35
@@ -616,7 +337,7 @@ class _Chunk:
                 pa.table(
                     {
                         "campaign_id": pa.array(np.full(m, cid)),
-                        "user_id": _take(self.user_id, acct),
+                        "user_id": take(self.ids.user_id, acct),
                         "ts": pa.array((ts * 1_000_000).astype("datetime64[us]")),
                         "policy": pa.array(np.full(m, policy)),
                         "treatment": pa.array(t),
@@ -637,7 +358,7 @@ class _Chunk:
                 pa.table(
                     {
                         "campaign_id": pa.array(np.full(m, cid)),
-                        "user_id": _take(self.user_id, acct),
+                        "user_id": take(self.ids.user_id, acct),
                         "p0": pa.array(p0),
                         "p1": pa.array(p1),
                         "true_uplift": pa.array(p1 - p0),
@@ -656,7 +377,7 @@ class _Chunk:
                 "event_id": pa.array(eid),
                 "ts": pa.array((r_ts * 1_000_000).astype("datetime64[us]")),
                 "id_type": pa.array(np.full(k, "user_id")),
-                "id_value": _take(self.user_id, who),
+                "id_value": take(self.ids.user_id, who),
                 "event": pa.array(np.full(k, "coupon_redeem")),
                 "channel": pa.array(np.full(k, "app")),
                 "category": pa.array(CATEGORIES[rng.integers(0, len(CATEGORIES), size=k)]),
@@ -664,7 +385,9 @@ class _Chunk:
                 "campaign_id": pa.array(np.concatenate(redeem_cid)),
             }
         )
-        redeem_truth = pa.table({"event_id": pa.array(eid), "person_id": pa.array(self.pid[who])})
+        redeem_truth = pa.table(
+            {"event_id": pa.array(eid), "person_id": pa.array(self.ids.pid[who])}
+        )
         return (
             pa.concat_tables(rows),
             pa.concat_tables(truths),
@@ -676,9 +399,9 @@ class _Chunk:
     def people_table(self) -> pa.Table:
         return pa.table(
             {
-                "person_id": pa.array(self.pid),
-                "user_id": self.user_id,
-                "household_id": pa.array(self.household),
+                "person_id": pa.array(self.ids.pid),
+                "user_id": self.ids.user_id,
+                "household_id": pa.array(self.ids.household),
             }
         )
 
@@ -748,7 +471,7 @@ def make_world(
             ch = _Chunk(size, ci * CHUNK, seed, ci)
             ch.people()
             write("people", ch.people_table())
-            ids, truth, rec_off = ch.identities(rec_off)
+            ids, truth, rec_off = identities(ch.ids, ch.rng, ch.t0, ch.span, rec_off)
             write("identities", ids)
             write("identity_truth", truth)
             ev, ev_truth, prof, ev_off = ch.events_and_profiles(ev_off)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mktlab.datasets import TABLES, load_world, make_world
-from mktlab.datasets.world import HUB_DEVICE, JUNK_VALUES
+from mktlab.datasets.identities import HUB_DEVICE, JUNK_VALUES
 from mktlab.errors import DataError, ValidationError
 
 
