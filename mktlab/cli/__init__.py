@@ -34,6 +34,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "A/B experiments: design, assign, analyse.",
     ),
     "ab": ("mktlab.experiments.cli:ab", "A/B experiments (alias of `experiments`)."),
+    "live": ("mktlab.live.cli:live", "The live loop: event bus, workers, journeys, decisions."),
+    "strategy": ("mktlab.strategy.cli:strategy", "Strategies: validate, save, schema."),
     "demo": ("mktlab.demo:demo_command", "Run the main job end to end."),
 }
 

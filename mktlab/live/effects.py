@@ -98,8 +98,12 @@ class EffectExecutor:
             return ["update_unrouted"] * len(effects)
         pipe = self.redis.pipeline(transaction=False)
         for e in effects:
-            fields = {str(k): str(v) for k, v in dict(e.payload.get("set") or e.payload).items()
-                      if k not in ("source",)}  # fmt: skip
+            p = e.payload
+            if "set" in p or "tag" in p:  # a journey's update node
+                fields = {str(k): str(v) for k, v in dict(p.get("set") or {}).items()}
+                fields |= {f"tag:{k}": str(v) for k, v in dict(p.get("tag") or {}).items()}
+            else:  # a rule's set_lifecycle
+                fields = {str(k): str(v) for k, v in p.items() if k != "source"}
             if fields:
                 pipe.hset(f"{self.namespace}:profile:{e.user_id}", mapping=fields)
         pipe.execute()

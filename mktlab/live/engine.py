@@ -31,6 +31,7 @@ from typing import Any
 from mktlab.errors import MktlabError, ValidationError
 from mktlab.live.decisions import DecisionLog
 from mktlab.live.effects import EffectExecutor
+from mktlab.live.producer import TICK_EVENT
 from mktlab.strategy.eligibility import RedisCapLedger
 from mktlab.strategy.runtime import RunResult, StrategyRuntime
 from mktlab.strategy.spec import Strategy
@@ -189,6 +190,8 @@ class LiveEngine:
     def _on_event(self, part: _Partition, ev: Any, out: RunResult) -> None:
         self._fire_timers(part, ev.ts, out)
         part.watermark = max(part.watermark, ev.ts)
+        if ev.event == TICK_EVENT:  # a watermark: timers only (mktlab.live.producer.tick_events)
+            return
         for rt in part.runtimes:
             out.extend(rt.on_event(ev.user_id, ev.ts, ev.event, ev.event_id, ev.props))
         if not self.journeys:

@@ -13,6 +13,8 @@ A spec is a dict (or a YAML file, ``mktlab live run --spec live.yaml``)::
     uplift: {u1: 0.04}                            # or null
     tz: UTC
     issue: true                                   # coupons through the Redis issuer
+    issuer_namespace: mktlab:cp                   # the issuer's key prefix
+    ledger_url: null                              # default MKTLAB_LEDGER_URL / SQLite
     deliver: true                                 # messages through the gateway
     delivery_url: null                            # default MKTLAB_DELIVERY_URL / SQLite
     decisions_dir: null                           # default <processed>/live/decisions
@@ -35,6 +37,7 @@ SPEC_KEYS = {
     "strategies", "journeys", "templates", "backend", "namespace", "partitions", "group",
     "audiences", "uplift", "tz", "issue", "deliver", "delivery_url", "decisions_dir", "clock",
     "idle_exit", "batch", "stop_file", "worker_prefix", "base_dir", "quiet_hours", "caps",
+    "issuer_namespace", "ledger_url", "checkpoint_every",
 }  # fmt: skip
 
 
@@ -121,7 +124,8 @@ def open_bus_for(spec: Mapping[str, Any]) -> Any:
     from mktlab.live.bus import open_bus
 
     return open_bus(spec.get("backend"), partitions=spec.get("partitions"),
-                    namespace=spec.get("namespace") or "mktlab:live")  # fmt: skip
+                    namespace=spec.get("namespace") or "mktlab:live",
+                    groups=(spec.get("group") or "live",))  # fmt: skip
 
 
 def open_consumer(bus: Any, spec: Mapping[str, Any], *, name: str) -> Any:
@@ -142,7 +146,8 @@ def build_engine(spec: Mapping[str, Any]) -> tuple[Any, Any]:
     if spec.get("issue", True):
         from mktlab.coupons import CouponIssuer
 
-        issuer = CouponIssuer(redis)
+        issuer = CouponIssuer(redis, spec.get("ledger_url"),
+                              namespace=spec.get("issuer_namespace") or "mktlab:cp")  # fmt: skip
     if spec.get("deliver", True) and templates:
         from mktlab.messaging import DeliveryLog, Gateway, TemplateCatalog
 

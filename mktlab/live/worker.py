@@ -139,7 +139,8 @@ def _child(spec: dict[str, Any], index: int, stop_file: str | None, result_q: An
 
     threading.Thread(target=watch, daemon=True).start()
     stats = run_worker(engine, consumer, stop=stop, clock=spec.get("clock", "event"),
-                       idle_exit=spec.get("idle_exit"), max_events=spec.get("batch", 1000))  # fmt: skip
+                       idle_exit=spec.get("idle_exit"), max_events=spec.get("batch", 1000),
+                       checkpoint_every=spec.get("checkpoint_every", 0.25))  # fmt: skip
     consumer.close()
     if result_q is not None:
         result_q.put({"index": index, "events": stats.events, "decisions": stats.decisions,
