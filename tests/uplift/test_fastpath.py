@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mktlab.uplift.learners as learners_mod
+import mktlab.uplift.base as learners_mod
 from mktlab.errors import DataError, SchemaError, ValidationError
 from mktlab.uplift import FeaturePrep, make_learner, simulate
 from mktlab.uplift.learners import LEARNERS, lgbm_predictor
