@@ -11,9 +11,13 @@ a pyfunc), so this module never imports MLflow: :func:`log_attribution` goes thr
   (a journey-level reading of the chain; the sum over journeys is not the aggregate
   Markov credit, which is not decomposable by journey).
 
-A journey whose channels all have zero weight (e.g. only channels unseen in training)
-is split equally rather than dropped, so credits always sum to the journey's
-conversions.
+Channels the model never saw in training have no weight. Called as a model (the
+served pyfunc, ``model(journeys)``) it refuses them with a
+:class:`~mktlab.errors.ValidationError` naming each unknown channel, the journeys
+holding it and the known channels, rather than silently crediting the rest of the
+journey. :meth:`AttributionModel.credit` keeps them when asked (``unknown="split"``, its
+default for analysts): they get zero credit, and a journey of only unknown channels is
+split equally rather than dropped, so credits always sum to the journey's conversions.
 """
 
 from __future__ import annotations
@@ -88,21 +92,28 @@ class AttributionModel:
         """The channel-level results the model was built with."""
         return dict(self.summary)
 
-    def credit(self, journeys: Any) -> pd.DataFrame:
-        """Per-journey channel credits.
+    @property
+    def channels(self) -> list[str]:
+        """The channels seen in training (the ones with a weight), in fitted order."""
+        return list(self.weights)
 
-        Parameters
-        ----------
-        journeys : DataFrame, mapping or list
-            A ``path`` column (string joined by ``sep``, or a list of channels) and
-            optionally ``conversions`` (default 1 per journey). A list of paths works too.
+    def unknown_channels(self, journeys: Any) -> dict[str, list[int]]:
+        """Channels of ``journeys`` the model never saw: channel -> journey positions.
 
-        Returns
-        -------
-        DataFrame
-            One row per journey, one column per channel (fitted channels first, then any
-            new ones); each row sums to the journey's conversions.
+        ``journeys`` takes the forms :meth:`credit` takes. Empty when every channel is known.
         """
+        paths, _ = self._paths(journeys)
+        return self._unknown(paths)
+
+    def _unknown(self, paths: Paths) -> dict[str, list[int]]:
+        known = len(self.weights)  # from_frame lists the fitted channels first
+        hit = paths.touches >= known
+        out: dict[str, list[int]] = {}
+        for ch, j in sorted(set(zip(paths.touches[hit].tolist(), paths.path_index[hit].tolist()))):
+            out.setdefault(paths.channels[ch], []).append(int(j))
+        return out
+
+    def _paths(self, journeys: Any) -> tuple[Paths, pd.Index]:
         if isinstance(journeys, Mapping):
             journeys = pd.DataFrame(dict(journeys))
         if isinstance(journeys, list | tuple):
@@ -117,7 +128,49 @@ class AttributionModel:
             if "conversions" in journeys.columns
             else 1.0
         )
-        paths = Paths.from_frame(df, sep=self.sep, channels=list(self.weights))
+        return Paths.from_frame(df, sep=self.sep, channels=list(self.weights)), journeys.index
+
+    def credit(self, journeys: Any, *, unknown: str = "split") -> pd.DataFrame:
+        """Per-journey channel credits.
+
+        Parameters
+        ----------
+        journeys : DataFrame, mapping or list
+            A ``path`` column (string joined by ``sep``, or a list of channels) and
+            optionally ``conversions`` (default 1 per journey). A list of paths works too.
+        unknown : {"split", "raise"}
+            Channels unseen in training: ``"split"`` gives them zero weight (a journey of
+            only unknown channels is split equally); ``"raise"`` refuses the journeys.
+
+        Returns
+        -------
+        DataFrame
+            One row per journey, one column per channel (fitted channels first, then any
+            new ones); each row sums to the journey's conversions.
+
+        Raises
+        ------
+        ValidationError
+            Malformed journeys, or (``unknown="raise"``) a channel unseen in training:
+            the message names each one, the journeys (0-based) holding it and the known
+            channels.
+        """
+        if unknown not in ("split", "raise"):
+            raise ValidationError(f"unknown: expected 'split' or 'raise', got {unknown!r}")
+        paths, index = self._paths(journeys)
+        if unknown == "raise":
+            bad = self._unknown(paths)
+            if bad:
+                where = "; ".join(
+                    f"{ch!r} in journeys {pos[:10]}" + (" ..." if len(pos) > 10 else "")
+                    for ch, pos in bad.items()
+                )
+                raise ValidationError(
+                    f"unknown channel(s) {sorted(bad)} ({where}); the model knows {self.channels}"
+                )
+        return self._credit(paths, index)
+
+    def _credit(self, paths: Paths, index: pd.Index) -> pd.DataFrame:
         k = paths.n_channels
         w = np.array([self.weights.get(c, 0.0) for c in paths.channels])
         # distinct channels per journey: a repeated touch does not add weight
@@ -129,11 +182,12 @@ class AttributionModel:
         share = np.where(tot[jid] > 0, wj / np.where(tot[jid] > 0, tot[jid], 1.0), 1.0 / cnt[jid])
         out = np.zeros((paths.n_paths, k))
         out[jid, ch] = share * paths.conversions[jid]
-        return pd.DataFrame(out, columns=list(paths.channels), index=journeys.index)
+        return pd.DataFrame(out, columns=list(paths.channels), index=index)
 
     def __call__(self, model_input: Any) -> Any:
-        # MLflow's pyfunc entry point: one argument, the journeys
-        return self.credit(model_input)
+        # MLflow's pyfunc entry point (what the service calls): a channel the model never
+        # saw would silently get no credit, so the served model refuses it by name
+        return self.credit(model_input, unknown="raise")
 
 
 def log_attribution(

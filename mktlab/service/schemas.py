@@ -29,6 +29,9 @@ RequestId = Annotated[
 ]
 
 _ROW_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+# Models score float32 features: a finite float64 beyond this range would reach them as
+# infinity, so the body is refused (422 naming the field) before it is batched
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def feature_row_model(schema: dict[str, Any] | None, name: str) -> type[BaseModel]:
@@ -58,7 +61,10 @@ def feature_row_model(schema: dict[str, Any] | None, name: str) -> type[BaseMode
             )
             fields[attr] = (str, Field(alias=col, description=desc))
         else:
-            fields[attr] = (float, Field(alias=col, description="numeric"))
+            fields[attr] = (
+                float,
+                Field(alias=col, ge=-FLOAT32_MAX, le=FLOAT32_MAX, description="numeric"),
+            )
     return create_model(name, __config__=_ROW_CONFIG, __doc__=f"Feature row: {cols}", **fields)
 
 
@@ -70,6 +76,12 @@ class UpliftResult(BaseModel):
     p1: float | None = Field(description="outcome probability with treatment")
     quadrant: str | None = Field(description="persuadable, sure_thing, lost_cause or sleeping_dog")
     treat: bool = Field(description="uplift >= the configured threshold")
+    unseen: dict[str, str] = Field(
+        default_factory=dict,
+        description="categorical values of this row never seen in training, column -> value "
+        '(e.g. {"city": "ZZ"}); the row is still scored, as "none of the known levels". '
+        "Empty when every value was seen.",
+    )
 
 
 class IssueContext(BaseModel):
@@ -140,5 +152,54 @@ class AttributeResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    detail: Any = None
+    """The body of every error answer (4xx, 5xx)."""
+
+    error: str = Field(description="what went wrong, naming the bad field or value")
+    type: str | None = Field(
+        default=None,
+        description="kind of error: the mktlab error class (ValidationError, NotFoundError, "
+        "ServiceUnavailableError, ...), RequestValidationError (body does not match the "
+        "schema), MalformedJSON, PayloadTooLarge or InternalServerError",
+    )
+    detail: list[dict[str, Any]] | None = Field(
+        default=None, description="for RequestValidationError / MalformedJSON: pydantic's errors"
+    )
+
+
+class CampaignStatus(BaseModel):
+    """Counters of a campaign (``GET /campaigns/{campaign_id}``)."""
+
+    model_config = ConfigDict(extra="allow")
+    campaign_id: str
+    stock: int
+    issued: int
+    remaining: int
+    budget: float
+    budget_used: float
+    paused: bool
+    ready: bool
+    ledger_issued: int
+    outbox_backlog: int
+    pending: int
+    strategy: dict[str, Any] | None = Field(
+        default=None,
+        description="the strategy that governs the campaign (name, version, audience, "
+        "holdout, policy, caps), if any",
+    )
+
+
+class Health(BaseModel):
+    """``GET /healthz``: served model versions and the state of the backing services."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok", "degraded"]
+    models: dict[str, dict[str, Any] | None]
+    redis: str
+    endpoints: dict[str, str]
+    uplift_threshold: float
+
+
+class Starting(BaseModel):
+    """``GET /healthz`` while the worker is still loading."""
+
+    status: Literal["starting"]

@@ -8,12 +8,17 @@ input schemas become the typed bodies of ``/uplift`` and ``/next_action``.
 Endpoints: ``POST /uplift`` (batchable), ``POST /next_action``, ``POST /attribute``,
 ``POST /issue``, ``GET /campaigns/{campaign_id}``, ``GET /healthz`` (JSON health with the
 served model versions), ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI).
+
+Every error answer has one body, ``{"error": ..., "type": ..., "detail": ...}``
+(:class:`~mktlab.service.schemas.ErrorResponse`), and ``/docs.json`` documents each
+endpoint's statuses with their bodies (:data:`ANSWERS`).
 """
 
 from __future__ import annotations
 
 import gc
 import time
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import anyio
@@ -25,9 +30,11 @@ from mktlab.service import schemas, store
 from mktlab.service.core import ServiceCore
 from mktlab.service.http import MktlabHTTPMiddleware, error_body, error_response, status_of
 from mktlab.service.metrics import metrics
+from mktlab.uplift.model import unseen_levels
 
 bentoml = store.bentoml_module()
-from fastapi import FastAPI  # noqa: E402  (after BENTOML_HOME is set)
+from bentoml.exceptions import BentoMLException  # noqa: E402  (after BENTOML_HOME is set)
+from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
 CFG = service_settings()
@@ -39,6 +46,22 @@ StateFeatures = schemas.feature_row_model(
 )
 MAX = CFG.max_batch
 INLINE_ROWS = 64  # /uplift batches up to this many rows are scored on the event loop
+# categorical column -> levels seen in training, for the "unseen" field of /uplift answers
+SEEN_LEVELS = dict((SERVED["uplift"].metadata or {}).get("categorical") or {})
+
+_POST_ERRORS = dict.fromkeys((400, 413, 422, 500, 503))
+# The answers /docs.json documents (see mktlab.service.http.document_answers)
+ANSWERS = {
+    ("post", "/uplift"): (list[schemas.UpliftResult], _POST_ERRORS),
+    ("post", "/next_action"): (schemas.NextActionResponse, _POST_ERRORS),
+    ("post", "/attribute"): (schemas.AttributeResponse, _POST_ERRORS),
+    ("post", "/issue"): (schemas.IssueResponse, {**_POST_ERRORS, 404: None}),
+    ("get", "/campaigns/{campaign_id}"): (
+        schemas.CampaignStatus,
+        dict.fromkeys((404, 500, 503)),
+    ),
+    ("get", "/healthz"): (schemas.Health, {503: schemas.Starting}),
+}
 
 routes = FastAPI(title="mktlab GET routes", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -97,15 +120,28 @@ class MktlabService:
     async def uplift(
         self, rows: Annotated[list[UpliftFeatures], Field(min_length=1, max_length=MAX)]
     ) -> list[schemas.UpliftResult]:
-        """Uplift, both outcome probabilities, quadrant and treat/no-treat per feature row."""
+        """Uplift, both outcome probabilities, quadrant and treat/no-treat per feature row.
+
+        A categorical value never seen in training does not refuse the row: it is scored
+        as "none of the known levels" and named in that row's ``unseen`` field, e.g.
+        ``"unseen": {"city": "ZZ"}`` (``{}`` when every value was seen).
+        """
         t0 = time.perf_counter()
         records = [r.model_dump(by_alias=True) for r in rows]
-        if len(records) <= INLINE_ROWS:
-            answers = self.core.uplift(records)
-        else:
-            answers = await anyio.to_thread.run_sync(self.core.uplift, records)
+        try:
+            if len(records) <= INLINE_ROWS:
+                answers = self.core.uplift(records)
+            else:
+                answers = await anyio.to_thread.run_sync(self.core.uplift, records)
+        except MktlabError as exc:
+            # a batch merges concurrent requests, so no per-request response can be
+            # returned here: BentoML answers its exception with the status, and
+            # MktlabHTTPMiddleware gives that answer the error body
+            metrics()["errors"].labels(endpoint="uplift", status=str(status_of(exc))).inc()
+            raise BentoMLException(str(exc), error_code=HTTPStatus(status_of(exc))) from exc
+        unseen = unseen_levels(records, SEEN_LEVELS) if SEEN_LEVELS else [{}] * len(records)
         _observe("uplift", t0)
-        return [schemas.UpliftResult(**a) for a in answers]
+        return [schemas.UpliftResult(**a, unseen=u) for a, u in zip(answers, unseen)]
 
     @bentoml.api
     def next_action(
@@ -124,7 +160,12 @@ class MktlabService:
     def attribute(
         self, journeys: Annotated[list[schemas.Journey], Field(min_length=1, max_length=MAX)]
     ) -> schemas.AttributeResponse:
-        """Channel credits per journey and in total from the fitted attribution."""
+        """Channel credits per journey and in total from the fitted attribution.
+
+        A channel the model never saw in training is refused with 422 naming it, the
+        journeys holding it and the channels the model knows (it would otherwise get no
+        credit without a word).
+        """
         t0 = time.perf_counter()
         try:
             out = self.core.attribute([j.model_dump() for j in journeys])
@@ -174,4 +215,7 @@ MktlabService.add_asgi_middleware(
     MktlabHTTPMiddleware,
     max_body_bytes=CFG.max_body_bytes,
     api_paths=("/uplift", "/next_action", "/attribute", "/issue"),
+    error_prefixes=("/campaigns/",),
+    answers=ANSWERS,
+    error_model=schemas.ErrorResponse,
 )

@@ -30,7 +30,7 @@ from mktlab.uplift.learners import (
     default_learners,
     make_learner,
 )
-from mktlab.uplift.model import UpliftModel, fit_uplift_model
+from mktlab.uplift.model import UpliftModel, fit_uplift_model, unseen_levels
 from mktlab.uplift.quadrants import (
     QUADRANTS,
     QuadrantThresholds,
@@ -48,5 +48,5 @@ __all__ = [
     "XLearner", "assign_quadrants", "compare_to_oracle", "cross_validate", "default_learners",
     "evaluate_model", "explain_uplift", "fit_uplift_model", "hillstrom_data", "load_champion",
     "load_data", "make_folds", "make_learner", "plan_targeting", "quadrant_summary",
-    "repeated_split_report", "simulate", "train", "world_data",
+    "repeated_split_report", "simulate", "train", "unseen_levels", "world_data",
 ]  # fmt: skip

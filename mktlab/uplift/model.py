@@ -7,6 +7,10 @@ by), ``p0`` (outcome without treatment), ``p1 = p0 + uplift`` (clipped to [0, 1]
 binary outcomes) and ``quadrant`` per row
 (plus ``best_arm`` and ``uplift_<arm>`` columns for several treated arms). Missing,
 extra or reordered columns raise :class:`~mktlab.errors.SchemaError`.
+
+A categorical value never seen in training encodes as "none of the known levels" and is
+scored without complaint; :func:`unseen_levels` (and :meth:`UpliftModel.unseen_levels`)
+say per row which values those were, so an answer can report them.
 """
 
 from __future__ import annotations
@@ -19,11 +23,50 @@ import numpy as np
 import pandas as pd
 
 from mktlab.errors import SchemaError
-from mktlab.uplift.data import FeaturePrep, UpliftData
+from mktlab.uplift.data import FeaturePrep, UpliftData, _category_strings
 from mktlab.uplift.learners import UpliftLearner
 from mktlab.uplift.quadrants import QuadrantThresholds, assign_quadrants
 
 OUTPUT_COLUMNS = ["uplift", "p0", "p1", "quadrant"]
+
+
+def unseen_levels(
+    records: Sequence[Mapping[str, Any]] | pd.DataFrame, levels: Mapping[str, Sequence[str]]
+) -> list[dict[str, str]]:
+    """Per row, the categorical values not among the levels seen in training.
+
+    Values are compared exactly as :class:`~mktlab.uplift.data.FeaturePrep` encodes them
+    (as ``str`` of the column's values), so a value listed here is one the model scored
+    as "no known level". Missing values and columns absent from a row are not listed
+    (they are refused or encoded by the model itself).
+
+    Parameters
+    ----------
+    records : sequence of mappings or DataFrame
+        Raw feature rows.
+    levels : mapping of str to sequence of str
+        Categorical column -> levels seen in training (``FeaturePrep.levels_``, or the
+        ``categorical`` entry of a served model's input schema).
+
+    Returns
+    -------
+    list of dict
+        One dict per row, ``{column: value}`` for each unseen value; ``{}`` when none.
+    """
+    if isinstance(records, pd.DataFrame):
+        records = records.to_dict("records")
+    rows = list(records)
+    out: list[dict[str, str]] = [{} for _ in rows]
+    for c, lv in levels.items():
+        known = {str(v) for v in lv}
+        present = [i for i, r in enumerate(rows) if isinstance(r, Mapping) and c in r]
+        if not present:
+            continue
+        strings = _category_strings(c, [rows[i][c] for i in present])
+        for i, v in zip(present, strings):
+            if type(v) is str and v not in known and v != "nan":
+                out[i][c] = v
+    return out
 
 
 class UpliftModel:
@@ -131,6 +174,12 @@ class UpliftModel:
             for j, a in enumerate(self.arms):
                 out[f"uplift_{a}"] = taus[:, j]
         return out
+
+    def unseen_levels(
+        self, records: Sequence[Mapping[str, Any]] | pd.DataFrame
+    ) -> list[dict[str, str]]:
+        """Per row, categorical values unseen in training (see :func:`unseen_levels`)."""
+        return unseen_levels(records, self.prep.levels_)
 
     def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
         """Just the learner's uplift (``(n,)`` or ``(n, n_arms)``) for raw features ``X``."""
