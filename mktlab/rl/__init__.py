@@ -19,9 +19,9 @@ import gymnasium as gym
 # `import mktlab.rl` (and `mktlab --help`) stays fast.
 _LAZY = {
     "AlwaysAction": "mktlab.rl.baselines",
+    "BaselinePolicy": "mktlab.rl.baselines",
     "MyopicUpliftGreedy": "mktlab.rl.baselines",
     "NeverTreat": "mktlab.rl.baselines",
-    "Policy": "mktlab.rl.baselines",
     "RandomPolicy": "mktlab.rl.baselines",
     "RFMRule": "mktlab.rl.baselines",
     "standard_baselines": "mktlab.rl.baselines",
@@ -69,6 +69,7 @@ __all__ = [
     "OBS_COLUMNS",
     "SEGMENTS",
     "AlwaysAction",
+    "BaselinePolicy",
     "EnvConfig",
     "Evaluation",
     "MarketingEnv",
@@ -76,7 +77,6 @@ __all__ = [
     "MarketingVecEnv",
     "MyopicUpliftGreedy",
     "NeverTreat",
-    "Policy",
     "RFMRule",
     "RLPolicy",
     "RandomPolicy",

@@ -42,8 +42,11 @@ def check_obs(obs: np.ndarray, name: str = "obs") -> np.ndarray:
     return arr
 
 
-class Policy:
-    """Base class: ``act(obs) -> int actions``; ``name`` labels it in tables."""
+class BaselinePolicy:
+    """Base of every RL-side policy (baselines and :class:`~mktlab.rl.policy.RLPolicy`).
+
+    ``act(obs) -> int actions``; ``name`` labels it in tables.
+    """
 
     name = "policy"
 
@@ -52,7 +55,7 @@ class Policy:
 
 
 @dataclass
-class NeverTreat(Policy):
+class NeverTreat(BaselinePolicy):
     """Do nothing, ever (the no-campaign counterfactual)."""
 
     name: str = "never_treat"
@@ -62,7 +65,7 @@ class NeverTreat(Policy):
 
 
 @dataclass
-class AlwaysAction(Policy):
+class AlwaysAction(BaselinePolicy):
     """Send the same action to everyone every week (while the budget lasts)."""
 
     action: int = 1
@@ -82,7 +85,7 @@ class AlwaysAction(Policy):
 
 
 @dataclass
-class RandomPolicy(Policy):
+class RandomPolicy(BaselinePolicy):
     """Uniformly random actions (the reference a trained agent must beat first)."""
 
     seed: int | None = None
@@ -96,7 +99,7 @@ class RandomPolicy(Policy):
 
 
 @dataclass
-class RFMRule(Policy):
+class RFMRule(BaselinePolicy):
     """A marketer's rule of thumb on recency, frequency and the visible signals.
 
     Users who muted notifications or complained (``optout_signal`` above
@@ -126,7 +129,7 @@ class RFMRule(Policy):
         return out
 
 
-class MyopicUpliftGreedy(Policy):
+class MyopicUpliftGreedy(BaselinePolicy):
     """One-step uplift-greedy: the best action by predicted immediate profit, if positive.
 
     Parameters
@@ -229,9 +232,9 @@ class MyopicUpliftGreedy(Policy):
 
 def standard_baselines(
     config: EnvConfig | None = None, prior: UserPrior | None = None, *, myopic_users: int = 8_000
-) -> list[Policy]:
+) -> list[BaselinePolicy]:
     """Never treat, always each action, the RFM rule and the fitted myopic uplift-greedy."""
-    out: list[Policy] = [NeverTreat()]
+    out: list[BaselinePolicy] = [NeverTreat()]
     out += [AlwaysAction(k) for k in range(1, len(ACTIONS))]
     out.append(RFMRule())
     out.append(MyopicUpliftGreedy(config, n_users=myopic_users, prior=prior).fit())

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from mktlab.errors import ValidationError
-from mktlab.rl.baselines import Policy
+from mktlab.rl.baselines import BaselinePolicy
 from mktlab.rl.dynamics import ACTIONS, SEGMENTS, EnvConfig, MarketingSimulator, UserPrior
 
 HELD_OUT_SEED0 = 1_000_000  # evaluation seeds start here; training seeds stay far below
@@ -30,7 +30,7 @@ def held_out_seeds(n: int) -> list[int]:
 
 
 def rollout(
-    policy: Policy,
+    policy: BaselinePolicy,
     config: EnvConfig | None = None,
     seed: int = 0,
     n_users: int = 2_000,
@@ -152,7 +152,7 @@ class Evaluation:
 
 
 def evaluate_policies(
-    policies: Sequence[Policy],
+    policies: Sequence[BaselinePolicy],
     config: EnvConfig | None = None,
     *,
     n_seeds: int = 10,
@@ -164,7 +164,7 @@ def evaluate_policies(
 
     Parameters
     ----------
-    policies : sequence of Policy
+    policies : sequence of BaselinePolicy
         Objects with ``name`` and ``act(obs)``; names must be unique.
     config : EnvConfig, optional
     n_seeds : int

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mktlab.errors import SchemaError, ValidationError
-from mktlab.rl.baselines import Policy
+from mktlab.rl.baselines import BaselinePolicy
 from mktlab.rl.dynamics import ACTIONS, OBS_COLUMNS, OBS_VERSION
 
 _ACT = {
@@ -28,7 +28,7 @@ _ACT = {
 
 
 @dataclass
-class RLPolicy(Policy):
+class RLPolicy(BaselinePolicy):
     """A feed-forward policy: ``argmax(layers(obs))`` over :data:`ACTIONS`.
 
     Parameters
