@@ -88,7 +88,7 @@ def node_from_dict(d: Any, *, index: int = 0) -> Node:
     if not isinstance(d, Mapping):
         raise _node_error(f"#{index}", f"expected a mapping with id and type, got {d!r}")
     nid = d.get("id", f"#{index}")
-    if not isinstance(nid, str) or not ID_PATTERN.match(nid):
+    if not isinstance(nid, str) or not ID_PATTERN.fullmatch(nid):
         raise _node_error(repr(nid), "id must be letters, digits, '_', '.' or '-'")
     cls = NODE_TYPES.get(d.get("type"))  # type: ignore[arg-type]
     if cls is None:
@@ -134,7 +134,7 @@ class Journey:
     salt: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not ID_PATTERN.match(self.name):
+        if not isinstance(self.name, str) or not ID_PATTERN.fullmatch(self.name):
             raise JourneyError(
                 f"journey {self.name!r}: name must be letters, digits, '_', '.' or '-'"
             )

@@ -51,7 +51,7 @@ def _fail(node_id: Any, msg: str) -> JourneyError:
 
 
 def _target(node_id: str, label: str, value: Any) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise _fail(node_id, f"{label}: expected a node id, got {value!r}")
     return value
 
@@ -129,7 +129,7 @@ class Node:
     yaml_keys: ClassVar[dict[str, str]] = {}  # YAML key -> field, for the plain from_dict
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not ID_PATTERN.match(self.id):
+        if not isinstance(self.id, str) or not ID_PATTERN.fullmatch(self.id):
             raise _fail(repr(self.id), "id must be letters, digits, '_', '.' or '-'")
 
     def targets(self) -> dict[str, str]:

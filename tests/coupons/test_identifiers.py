@@ -18,6 +18,9 @@ from mktlab.audience.catalog import check_name
 from mktlab.coupons import Campaign
 from mktlab.coupons.campaign import check_campaign_id, check_request_id, check_user_id
 from mktlab.errors import ValidationError
+from mktlab.live.bus import check_name as check_bus_name
+from mktlab.live.events import Event
+from mktlab.live.journey import EntryNode, ExitNode, Journey
 from mktlab.rules.model import AtomicEvent, Rule
 
 # Line breaks Python's ``str.splitlines`` knows, the other C0 controls, DEL and C1 controls
@@ -52,6 +55,15 @@ CHECKERS = {
     "Campaign": lambda v: Campaign(v, stock=1),
     "audience name": check_name,
     "rule id": _rule,
+    "bus group name": lambda v: check_bus_name(v, "group"),
+    "event_id": lambda v: Event(event_id=v, user_id="u1", ts=1.7e9, event="view"),
+    "event user_id": lambda v: Event(event_id="e1", user_id=v, ts=1.7e9, event="view"),
+    "journey name": lambda v: Journey(
+        v, nodes=(EntryNode(id="s", next="x", audience="vip"), ExitNode(id="x"))
+    ),
+    "journey node id": lambda v: Journey(
+        "j", nodes=(EntryNode(id="s", next=v, audience="vip"), ExitNode(id=v))
+    ),
 }
 
 
