@@ -126,9 +126,54 @@ def _experiments(ctx: dict[str, Any]) -> dict[str, Any]:
     return {**headline, **figs}
 
 
+def quadrant_thresholds(treat_threshold: float | None = None):
+    """Quadrant thresholds that agree with the service's treatment decision.
+
+    The service treats a row when ``uplift >= treat_threshold`` (``MKTLAB_UPLIFT_THRESHOLD``)
+    while :func:`~mktlab.uplift.assign_quadrants` calls a row persuadable when
+    ``uplift > thresholds.uplift``. With two different cuts the demo printed rows labelled
+    ``lost_cause`` with ``treat: true``; with this one cut a row is persuadable exactly
+    when it is treated (the cut is the float just below the threshold, so ``>`` and ``>=``
+    agree; at a threshold of 0 an uplift of exactly 0 is treated but not persuadable).
+
+    Parameters
+    ----------
+    treat_threshold : float, optional
+        Default: ``service_settings().uplift_threshold``.
+
+    Returns
+    -------
+    QuadrantThresholds
+    """
+    import numpy as np
+
+    from mktlab.config import service_settings
+    from mktlab.uplift import QuadrantThresholds
+
+    t = service_settings().uplift_threshold if treat_threshold is None else float(treat_threshold)
+    cut = float(np.nextafter(t, -np.inf)) if t > 0 else max(t, 0.0)
+    return QuadrantThresholds(uplift=cut, response=QuadrantThresholds.response)
+
+
+def threshold_note(thresholds, treat_threshold: float) -> str:
+    """One line saying how ``treat`` and ``quadrant`` are decided (printed by the demo)."""
+    t, q = float(treat_threshold), thresholds
+    same = abs(q.uplift - t) <= 1e-12 * max(1.0, abs(t))
+    cut = f"uplift >= {t:g}" if same else f"uplift > {q.uplift:g}"
+    note = (
+        f"treat: uplift >= {t:g} (MKTLAB_UPLIFT_THRESHOLD); quadrant: persuadable when {cut}, "
+        f"sleeping_dog when uplift < -{q.uplift:g}, otherwise sure_thing when p0 >= "
+        f"{q.response:g}, else lost_cause"
+    )
+    if not same:
+        note += " (two different cuts: a lost_cause or sure_thing row can be treated)"
+    return note
+
+
 def _uplift(ctx: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
+    from mktlab.config import service_settings
     from mktlab.uplift import hillstrom_data, train, world_data
 
     # Hillstrom (real, randomised): all learners on shared folds; reported, not served.
@@ -150,12 +195,21 @@ def _uplift(ctx: dict[str, Any]) -> dict[str, Any]:
     idx = np.random.default_rng(ctx["seed"]).choice(
         len(wd), size=min(50_000, len(wd)), replace=False
     )
+    # its quadrants use the service's treat threshold, so "persuadable" == "treat: true"
+    treat = service_settings().uplift_threshold
+    cuts = quadrant_thresholds(treat)
     wres = train(
-        wd.subset(np.sort(idx)), learners=learners, n_splits=3, register=True, explain=False
+        wd.subset(np.sort(idx)),
+        learners=learners,
+        n_splits=3,
+        register=True,
+        explain=False,
+        thresholds=cuts,
     )
     click.echo(
         f"world champion {wres.champion} registered as uplift@champion v{wres.model_version}"
     )
+    click.echo(threshold_note(cuts, treat))
     ctx["uplift_registered"] = True
     h, w = hres.metrics, wres.metrics
     return {
