@@ -127,7 +127,7 @@ class DecisionLog:
         ev = events[events["event"] == outcome_event]
         ets = ev["ts"]
         if not pd.api.types.is_numeric_dtype(ets):
-            ets = pd.to_datetime(ets, utc=True).astype("int64") / 1e9
+            ets = pd.to_datetime(ets, utc=True).dt.as_unit("ns").astype("int64") / 1e9
         amount = (
             pd.to_numeric(ev[revenue_col], errors="coerce").fillna(0.0).to_numpy()
             if revenue_col and revenue_col in ev.columns

@@ -5,7 +5,8 @@ keeps, in memory, every strategy's rule-window state, every active (user, journe
 state and the journey timers; :meth:`LiveEngine.checkpoint` writes what changed to Redis
 in one transaction, then the worker acks the events. If a worker dies, the next owner of
 the partition loads the checkpoint and the bus redelivers the events after it; events
-the checkpoint already covers are recognised by id and skipped.
+already handled (the last 200,000 ids of each partition, kept with the checkpoint) are
+recognised by id and skipped, which also drops a publisher's duplicate after a retry.
 
 Per batch the order is: decide (pure: :class:`~mktlab.strategy.StrategyRuntime` and
 :mod:`~mktlab.live.journey_runtime`) → execute effects (coupons through the Redis issuer,
@@ -21,9 +22,8 @@ to a given time (the wall clock in production, the end of a replayed file otherw
 from __future__ import annotations
 
 import heapq
-import pickle
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +37,7 @@ from mktlab.strategy.runtime import RunResult, StrategyRuntime
 from mktlab.strategy.spec import Strategy
 
 SEP = "\x1f"
+RECENT_IDS = 200_000  # event ids remembered per partition: redeliveries and duplicate publishes
 
 
 @dataclass
@@ -49,7 +50,15 @@ class _Partition:
     dirty: set[tuple[str, str]] = field(default_factory=set)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     processed: list[str] = field(default_factory=list)
-    skip: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+    order: deque = field(default_factory=deque)
+
+    def remember(self, event_id: str) -> None:
+        """Keep the last :data:`RECENT_IDS` event ids (a set for lookups, a queue for age)."""
+        self.seen.add(event_id)
+        self.order.append(event_id)
+        if len(self.order) > RECENT_IDS:
+            self.seen.discard(self.order.popleft())
     watermark: float = float("-inf")
 
 
@@ -140,8 +149,8 @@ class LiveEngine:
             blob = ck.get(f"rules:{rt.strategy.key}")
             if blob is not None:
                 rt.restore(_bytes(blob))
-        if "ids" in ck:
-            part.skip = set(pickle.loads(_bytes(ck["ids"])))
+        for eid in self.redis.zrange(self._k("seen", p), -RECENT_IDS, -1):
+            part.remember(eid.decode() if isinstance(eid, bytes) else eid)
         if "watermark" in ck:
             part.watermark = float(_bytes(ck["watermark"]))
         for field_, blob in self.redis.hgetall(self._k("journeys", p)).items():
@@ -218,7 +227,7 @@ class LiveEngine:
         for d in deliveries:
             part = self.partition(d.partition)
             ev = d.event
-            if ev.event_id in part.skip:
+            if ev.event_id in part.seen:  # handled already: a redelivery or a duplicate publish
                 rep.skipped += 1
                 continue
             before, acted = len(out.decisions), len(out.effects)
@@ -229,6 +238,7 @@ class LiveEngine:
                 continue
             part.decisions.extend(out.decisions[before:])
             part.processed.append(ev.event_id)
+            part.remember(ev.event_id)
             rep.events += 1
             sent = ev.props.get("_sent_at") if ev.props else None
             if sent is not None and len(out.effects) > acted:  # latency to an action
@@ -286,7 +296,11 @@ class LiveEngine:
                 n += len(part.decisions)
             pipe = self.redis.pipeline(transaction=True)
             ck = {f"rules:{rt.strategy.key}": rt.snapshot() for rt in part.runtimes}
-            ck["ids"] = pickle.dumps(part.processed[-100_000:])
+            if part.processed:  # ids seen, for redeliveries and publisher retries
+                skey = self._k("seen", p)
+                base = time.time()
+                pipe.zadd(skey, {eid: base + i * 1e-6 for i, eid in enumerate(part.processed)})
+                pipe.zremrangebyrank(skey, 0, -RECENT_IDS - 1)
             ck["watermark"] = repr(part.watermark).encode()
             if part.windows is not None:
                 ck["windows"] = part.windows.snapshot()
@@ -306,12 +320,7 @@ class LiveEngine:
                     else:
                         pipe.zadd(tkey, {f: wake})
             pipe.execute()
-            part.decisions, part.dirty, part.skip = (
-                [],
-                set(),
-                set(part.processed[-100_000:]) & part.skip,
-            )
-            part.processed = []
+            part.decisions, part.dirty, part.processed = [], set(), []
         return n
 
     # ------------------------------------------------------------------ reading

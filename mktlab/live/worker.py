@@ -9,6 +9,7 @@ from the last checkpoint. SIGTERM / SIGINT stop a worker after a last checkpoint
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 from mktlab.live.engine import LiveEngine
 
 METRICS_KEY = "metrics"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +31,7 @@ class WorkerStats:
     decisions: int = 0
     batches: int = 0
     checkpoints: int = 0
+    recoveries: int = 0
     effects: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
@@ -89,8 +92,33 @@ def run_worker(
         publish_metrics(engine.redis, engine.namespace, delta)
         pushed.update(engine.totals)
 
-    try:
+    def recover(exc: BaseException) -> None:
+        """A broker or Redis outage mid-batch: start again from the last checkpoint.
+
+        The in-memory state may hold half a batch, so it is dropped; once the servers
+        answer, the unacked deliveries are decided again from the checkpoint (effects are
+        idempotent by key) and checkpointed, and the state is reloaded so redeliveries of
+        those events are recognised and skipped.
+        """
+        nonlocal unacked
+        stats.recoveries += 1
+        log.warning("live worker: %s; resuming from the last checkpoint", exc)
+        delay = 0.2
         while not stop.is_set():
+            engine.parts.clear()
+            try:
+                if unacked:
+                    engine.process(unacked)
+                flush()
+                engine.parts.clear()
+                return
+            except _transient() as again:
+                log.warning("live worker: still failing (%s); retrying in %.1fs", again, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    while not stop.is_set():
+        try:
             deliveries = consumer.poll(max_events=max_events, block_ms=block_ms)
             now_held = set(consumer.partitions_held())
             for p in held - now_held:  # lost: its checkpoint is the truth for the next owner
@@ -98,8 +126,8 @@ def run_worker(
             held = now_held
             if deliveries:
                 last_seen = time.monotonic()
-                rep = engine.process(deliveries)
                 unacked.extend(deliveries)
+                rep = engine.process(deliveries)
                 stats.events += rep.events
                 stats.decisions += rep.decisions
                 stats.batches += 1
@@ -111,14 +139,42 @@ def run_worker(
                 engine.flush_timers(time.time())
             if unacked and (time.monotonic() - last_ck >= checkpoint_every or len(unacked) >= 20 * max_events):
                 flush()
-            if max_events_total is not None and stats.events >= max_events_total:
-                break
-            if idle_exit is not None and not deliveries and time.monotonic() - last_seen > idle_exit:
-                break
+        except _transient() as exc:
+            recover(exc)
+            continue
+        if max_events_total is not None and stats.events >= max_events_total:
+            break
+        if idle_exit is not None and not deliveries and time.monotonic() - last_seen > idle_exit:
+            break
+    try:
         flush()
-    finally:
-        stats.latencies = list(engine.latencies)
+    except _transient() as exc:
+        recover(exc)
+    stats.latencies = list(engine.latencies)
     return stats
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    """Errors of a server that went away (and comes back): retried, never fatal."""
+    import redis
+
+    from mktlab.errors import ServiceUnavailableError
+
+    out: list[type[BaseException]] = [ServiceUnavailableError, redis.exceptions.ConnectionError,
+                                      redis.exceptions.TimeoutError, ConnectionError, OSError]  # fmt: skip
+    try:
+        import pika.exceptions as px
+
+        out += [px.AMQPError]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import sqlalchemy.exc as se
+
+        out += [se.OperationalError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------- processes

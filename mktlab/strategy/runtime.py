@@ -200,7 +200,7 @@ def simulate(
         raise SchemaError(f"events: missing column(s) {missing}; got {list(events.columns)}")
     ev = events.copy()
     if not pd.api.types.is_numeric_dtype(ev["ts"]):
-        ev["ts"] = pd.to_datetime(ev["ts"], utc=True).astype("int64") / 1e9
+        ev["ts"] = pd.to_datetime(ev["ts"], utc=True).dt.as_unit("ns").astype("int64") / 1e9
     if "event_id" not in ev.columns:
         ev["event_id"] = [f"row{i}" for i in range(len(ev))]
     ev = ev.sort_values("ts", kind="stable")
