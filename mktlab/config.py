@@ -16,6 +16,9 @@ MKTLAB_BUS             event bus backend of the live loop: ``redis`` (default: R
 MKTLAB_AMQP_URL        RabbitMQ URL for ``MKTLAB_BUS=rabbitmq`` (default ``amqp://guest:guest@127.0.0.1:5672/%2F``)
 MKTLAB_BUS_PARTITIONS  partitions of the event bus (default 8); one user's events stay in one
 MKTLAB_DELIVERY_URL    SQLAlchemy URL of the message delivery log; unset means SQLite under data/
+MKTLAB_LIVE_NAMESPACE  key / queue prefix of the live loop (default ``mktlab:live``)
+MKTLAB_EVENT_TYPES     comma-separated event types the bus accepts (unset: any); others are
+                       dead-lettered as ``unknown_event``
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Settings:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     bus_partitions: int = 8
     delivery_url: str | None = None
+    live_namespace: str = "mktlab:live"
+    event_types: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -122,7 +127,19 @@ def settings() -> Settings:
         amqp_url=os.environ.get("MKTLAB_AMQP_URL") or Settings.amqp_url,
         bus_partitions=parts,
         delivery_url=os.environ.get("MKTLAB_DELIVERY_URL") or None,
+        live_namespace=(os.environ.get("MKTLAB_LIVE_NAMESPACE") or "mktlab:live").strip(),
+        event_types=_event_types(os.environ.get("MKTLAB_EVENT_TYPES")),
     )
+
+
+def _event_types(raw: str | None) -> tuple[str, ...] | None:
+    if not raw or not raw.strip():
+        return None
+    names = tuple(sorted({n.strip() for n in raw.split(",") if n.strip()}))
+    bad = [n for n in names if not n.replace("_", "").replace("-", "").replace(".", "").isalnum()]
+    if bad:
+        raise ConfigError(f"MKTLAB_EVENT_TYPES: bad event type name(s) {bad}")
+    return names
 
 
 def env_flag(name: str, default: bool = False) -> bool:

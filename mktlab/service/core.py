@@ -128,6 +128,7 @@ class ServiceCore:
         self._issuer = issuer
         self._issuer_lock = threading.Lock()
         self._caps: Any = None
+        self._bus: Any = None
         self._predictors: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ loading
@@ -187,6 +188,8 @@ class ServiceCore:
     def close(self) -> None:
         if self._issuer is not None:
             self._issuer.close()
+        if self._bus is not None:
+            self._bus.close()
 
     # ------------------------------------------------------------------ uplift
     def _predict(self, name: str, X: pd.DataFrame) -> Any:
@@ -472,6 +475,51 @@ class ServiceCore:
                 f"features; pass context.features with {cols}"
             )
         return found
+
+    # ------------------------------------------------------------------ events
+    def bus(self) -> Any:
+        """The live loop's event bus (``MKTLAB_BUS``), opened on first use."""
+        if self._bus is None:
+            with self._issuer_lock:
+                if self._bus is None:
+                    from mktlab.live.bus import open_bus
+
+                    s = settings()
+                    self._bus = open_bus(namespace=s.live_namespace, known_events=s.event_types)
+        return self._bus
+
+    def publish_events(self, events: Sequence[Any]) -> dict[str, Any]:
+        """Validate and publish app events; a malformed one goes to the dead-letter store.
+
+        Returns ``published``, ``dead_lettered`` and one ``{index, reason, error}`` per
+        refused event (the reasons of :data:`mktlab.live.events.REASONS`).
+        """
+        from mktlab.live.events import BadEvent, parse_event
+
+        if not events:
+            raise ValidationError("events: no events given")
+        s = settings()
+        good, refused = [], []
+        for i, raw in enumerate(events):
+            try:
+                good.append(parse_event(raw, known_events=s.event_types))
+            except BadEvent as exc:
+                refused.append({"index": i, "reason": exc.reason, "error": str(exc)})
+        bus = self.bus()
+        if good:
+            bus.publish(good)
+        for r in refused:
+            payload = json.dumps(events[r["index"]], default=str).encode()
+            bus.dead_letter(payload[: 64 * 1024], r["reason"])
+        return {"published": len(good), "dead_lettered": len(refused), "refused": refused}
+
+    def live_status(self) -> dict[str, Any]:
+        """Dead letters on the bus and the live workers' counters (for ``/metrics``)."""
+        ns = settings().live_namespace
+        counters = self.issuer().redis.hgetall(f"{ns}:metrics")
+        st = self.bus().stats("live")
+        return {"dead_letters": int(st.get("dead_letters") or 0),
+                "workers": {k: int(v) for k, v in counters.items()}}  # fmt: skip
 
     # ------------------------------------------------------------------ status
     def campaign(self, campaign_id: str) -> dict[str, Any]:

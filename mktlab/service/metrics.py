@@ -17,7 +17,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 def metrics() -> dict[str, Any]:
-    """``{"issue": Counter, "latency": Histogram, "errors": Counter}`` (created once per process)."""
+    """``issue``, ``events``, ``errors`` counters, the ``latency`` histogram and the live
+    gauges ``dead_letters`` and ``live`` (created once per process)."""
     if not _METRICS:
         with _LOCK:
             if not _METRICS:
@@ -33,6 +34,24 @@ def metrics() -> dict[str, Any]:
                     "Time spent in mktlab endpoint logic",
                     ["endpoint"],
                     buckets=LATENCY_BUCKETS,
+                )
+                _METRICS["events"] = Counter(
+                    "mktlab_events_total",
+                    "Events received on POST /events: published, or dead-lettered by reason",
+                    ["outcome", "reason"],
+                )
+                from prometheus_client import Gauge
+
+                _METRICS["dead_letters"] = Gauge(
+                    "mktlab_live_dead_letters",
+                    "Events in the live bus's dead-letter store (malformed, any producer)",
+                    multiprocess_mode="max",
+                )
+                _METRICS["live"] = Gauge(
+                    "mktlab_live_worker_total",
+                    "Live workers' counters (events, decisions, effects and their outcomes)",
+                    ["counter"],
+                    multiprocess_mode="max",
                 )
                 _METRICS["errors"] = Counter(
                     "mktlab_endpoint_errors_total",

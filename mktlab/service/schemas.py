@@ -96,6 +96,18 @@ class IssueContext(BaseModel):
     event: str | None = None
 
 
+class RefusedEvent(BaseModel):
+    index: int = Field(description="position of the event in the request")
+    reason: str = Field(description="no_user_id, bad_timestamp, unknown_event, oversized, not_json or bad_field")
+    error: str
+
+
+class EventsResponse(BaseModel):
+    published: int
+    dead_lettered: int = Field(description="malformed events, kept in the dead-letter store with their reason")
+    refused: list[RefusedEvent]
+
+
 class IssueResponse(BaseModel):
     campaign_id: str
     user_id: str

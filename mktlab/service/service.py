@@ -6,7 +6,8 @@ otherwise), ``attribution`` and ``rl_policy`` are served when present. Their rec
 input schemas become the typed bodies of ``/uplift`` and ``/next_action``.
 
 Endpoints: ``POST /uplift`` (batchable), ``POST /next_action``, ``POST /attribute``,
-``POST /issue``, ``GET /campaigns/{campaign_id}``, ``GET /healthz`` (JSON health with the
+``POST /issue``, ``POST /events`` (app events onto the live bus),
+``GET /campaigns/{campaign_id}``, ``GET /healthz`` (JSON health with the
 served model versions), ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI).
 
 Every error answer has one body, ``{"error": ..., "type": ..., "detail": ...}``
@@ -17,6 +18,7 @@ endpoint's statuses with their bodies (:data:`ANSWERS`).
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -25,6 +27,7 @@ import anyio
 from pydantic import Field
 
 from mktlab.config import service_settings
+from mktlab.coupons.connection import stop_started_embedded
 from mktlab.errors import MktlabError
 from mktlab.service import schemas, store
 from mktlab.service.core import ServiceCore
@@ -56,6 +59,7 @@ ANSWERS = {
     ("post", "/next_action"): (schemas.NextActionResponse, _POST_ERRORS),
     ("post", "/attribute"): (schemas.AttributeResponse, _POST_ERRORS),
     ("post", "/issue"): (schemas.IssueResponse, {**_POST_ERRORS, 404: None}),
+    ("post", "/events"): (schemas.EventsResponse, _POST_ERRORS),
     ("get", "/campaigns/{campaign_id}"): (
         schemas.CampaignStatus,
         dict.fromkeys((404, 500, 503)),
@@ -99,6 +103,8 @@ class MktlabService:
     def __init__(self) -> None:
         self.core = ServiceCore.from_store(SERVED)  # exactly the models this class declared
         metrics()
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch_live, name="mktlab-live-gauges", daemon=True).start()
         # Everything loaded so far (BentoML, MLflow, the models) lives as long as the
         # worker: move it out of the collector's reach, so a full collection scans only
         # what requests allocate instead of pausing a request for a few hundred ms.
@@ -107,7 +113,46 @@ class MktlabService:
 
     @bentoml.on_shutdown
     def _close(self) -> None:
+        self._stop.set()
         self.core.close()
+
+    @bentoml.api
+    def events(
+        self, events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=10_000)]
+    ) -> schemas.EventsResponse:
+        """App events onto the live bus: each needs ``user_id``, ``event`` and ``ts``.
+
+        Good events are published (one user's events stay in order on one partition);
+        a malformed one (no user id, bad timestamp, unknown type, oversized, ...) goes to
+        the dead-letter store with its reason, is listed in ``refused`` and counted in
+        ``/metrics`` (``mktlab_events_total{outcome="dead_lettered"}``).
+        """
+        t0 = time.perf_counter()
+        try:
+            out = self.core.publish_events(events)
+        except Exception as exc:
+            return _fail("events", exc)
+        m = metrics()["events"]
+        if out["published"]:
+            m.labels(outcome="published", reason="").inc(out["published"])
+        for r in out["refused"]:
+            m.labels(outcome="dead_lettered", reason=r["reason"]).inc()
+        _observe("events", t0)
+        return schemas.EventsResponse(**out)
+
+    def _watch_live(self) -> None:
+        """Every 2 s, copy the bus's dead letters and the workers' counters into gauges."""
+        while not self._stop.wait(2.0):
+            try:
+                st = self.core.live_status()
+            except Exception:  # the bus or Redis is down: /healthz says so, keep trying
+                continue
+            metrics()["dead_letters"].set(st["dead_letters"])
+            for k, v in st["workers"].items():
+                metrics()["live"].labels(counter=k).set(v)
+        # `bentoml serve` got SIGTERM / SIGINT: an embedded redis-server this worker
+        # started goes with it (one another process started is left to that process)
+        stop_started_embedded()
 
     # Adaptive batching: concurrent requests share one model call. The method is async so
     # that a batch is scored on the event loop (a one-row call costs ~0.1 ms) instead of
@@ -214,7 +259,7 @@ class MktlabService:
 MktlabService.add_asgi_middleware(
     MktlabHTTPMiddleware,
     max_body_bytes=CFG.max_body_bytes,
-    api_paths=("/uplift", "/next_action", "/attribute", "/issue"),
+    api_paths=("/uplift", "/next_action", "/attribute", "/issue", "/events"),
     error_prefixes=("/campaigns/",),
     answers=ANSWERS,
     error_model=schemas.ErrorResponse,
