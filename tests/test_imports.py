@@ -24,6 +24,7 @@ MAX_LINES = 600
 # go stale.
 LONG_MODULES_ALLOWED: dict[str, str] = {
     "mktlab.sandbox.replay": "665 lines; sandbox/ is being reworked with the strategy package",
+    "mktlab.service.core": "634 lines; the service rework (issue 19 item 1) thins it",
 }
 
 # Import cycles found in files other helpers are reworking, as sorted tuples of the
