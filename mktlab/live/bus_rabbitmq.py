@@ -27,8 +27,11 @@ only (unacked counts need the management plugin).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import socket
 import threading
 import time
 from collections import deque
@@ -311,6 +314,17 @@ class RabbitMQBus(EventBus):
             self._pub.drop()
 
 
+@contextlib.contextmanager
+def _quiet_pika():
+    log = logging.getLogger("pika")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _text(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
@@ -391,18 +405,31 @@ class RabbitMQConsumer(Consumer):
         self._conn, self._ch = conn, ch
 
     def _drop(self, _exc: BaseException | None = None) -> None:
-        # the broker requeues everything unacked of a closed connection
+        """Leave without a goodbye; the broker requeues everything unacked, in order.
+
+        A polite close cancels each subscription first, and single-active-consumer then
+        activates the standby at once and hands it *newer* messages while ours are still
+        unacked here; ours would come back after them, out of order. Dropping the socket
+        makes the broker remove the consumer and requeue its messages in one step.
+        """
         conn, self._conn, self._ch = self._conn, None, None
         self._buf.clear()
         self._unacked.clear()
         self._tag_part.clear()
         self._active.clear()
-        if conn is not None:
-            try:
-                if conn.is_open:
-                    conn.close()
-            except PIKA_ERRORS:
-                pass
+        if conn is None or not conn.is_open:
+            return
+        transport = getattr(getattr(conn, "_impl", None), "_transport", None)
+        sock = getattr(transport, "_sock", None)
+        try:
+            if isinstance(sock, socket.socket):
+                sock.shutdown(socket.SHUT_RDWR)
+                with _quiet_pika():  # pika logs a lost stream as an error: this one is ours
+                    conn.process_data_events(time_limit=0)
+            else:  # pragma: no cover - another pika layout: close politely
+                conn.close()
+        except PIKA_ERRORS:
+            pass
 
     def _on_message(self, _ch, method, _props, body) -> None:
         part = self._tag_part.get(method.consumer_tag)

@@ -53,7 +53,7 @@ def make_bus(backend, request, redis_url, ns):
 
     yield make
     for bus in made:
-        bus.close()
+        bus.close()  # consumers first: deleting their queues would cancel them under their feet
     if made and backend == "rabbitmq":
         made[0].destroy()
         made[0].close()
