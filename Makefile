@@ -58,6 +58,10 @@ bento: $(STAMP) ## build a Bento of the service into models/ (then: BENTOML_HOME
 bench: $(STAMP) ## run every benchmark in benchmarks/ (full sizes; minutes)
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done
 
+.PHONY: redis-stop
+redis-stop: $(STAMP) ## stop the embedded redis-server a killed process left running (`mktlab redis status` shows it)
+	$(VENV)/bin/mktlab redis stop
+
 .PHONY: lint
 lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check mktlab tests benchmarks notebooks

