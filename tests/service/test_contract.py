@@ -24,6 +24,7 @@ OPERATIONS = [
     ("POST", "/next_action", ("positive", "negative")),
     ("POST", "/attribute", ("positive", "negative")),
     ("POST", "/issue", ("positive", "negative")),
+    ("POST", "/events", ("positive", "negative")),
     ("GET", "/campaigns/{campaign_id}", ("positive",)),
     ("GET", "/healthz", ("positive",)),
 ]
@@ -74,6 +75,7 @@ def test_error_answers_are_documented_with_their_body(http):
         "/next_action": ("400", "413", "422", "500", "503"),
         "/attribute": ("400", "413", "422", "500", "503"),
         "/issue": ("400", "404", "413", "422", "500", "503"),
+        "/events": ("400", "413", "422", "500", "503"),
     }.items():
         responses = spec["paths"][path]["post"]["responses"]
         for code in codes:
