@@ -266,6 +266,45 @@ def hash_buckets(ids: Any, salt: str, n_buckets: int = N_BUCKETS) -> np.ndarray:
     return ((h * np.uint64(n_buckets)) >> np.uint64(32)).astype(np.int32)
 
 
+_M = 0xFFFFFFFF
+
+
+def murmur3_scalar(data: bytes, seed: int = 0) -> int:
+    """MurmurHash3_x86_32 of one key (pure Python: a scalar call would pay more in numba
+    dispatch and Arrow conversion than this costs)."""
+    h = seed
+    n = len(data)
+    end = n - n % 4
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * 0xCC9E2D51) & _M
+        k = ((k << 15) | (k >> 17)) & _M
+        k = (k * 0x1B873593) & _M
+        h ^= k
+        h = ((h << 13) | (h >> 19)) & _M
+        h = (h * 5 + 0xE6546B64) & _M
+    tail = data[end:]
+    if tail:
+        k = int.from_bytes(tail, "little")
+        k = (k * 0xCC9E2D51) & _M
+        k = ((k << 15) | (k >> 17)) & _M
+        k = (k * 0x1B873593) & _M
+        h ^= k
+    h ^= n
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _M
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _M
+    h ^= h >> 16
+    return h
+
+
+def bucket_of(unit_id: str, salt: str, n_buckets: int = N_BUCKETS) -> int:
+    """:func:`hash_buckets` of one id, without array conversion (request-time code)."""
+    h = murmur3_scalar(f"{salt}:{unit_id}".encode())
+    return (h * n_buckets) >> 32
+
+
 def warm_up() -> None:
     """Compile the kernel (cached on disk after the first process)."""
     murmur3_32(["warm-up"], "x")  # string ids (int32 offsets, copied to int64)

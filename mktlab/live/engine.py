@@ -32,8 +32,8 @@ from mktlab.errors import MktlabError, ValidationError
 from mktlab.live.decisions import DecisionLog
 from mktlab.live.effects import EffectExecutor
 from mktlab.live.producer import TICK_EVENT
-from mktlab.strategy.eligibility import RedisCapLedger
-from mktlab.strategy.runtime import RunResult, StrategyRuntime
+from mktlab.strategy.eligibility import BatchCapLedger, RedisCapLedger
+from mktlab.strategy.runtime import RunResult, StrategySet
 from mktlab.strategy.spec import Strategy
 
 SEP = "\x1f"
@@ -43,7 +43,7 @@ RECENT_IDS = 200_000  # event ids remembered per partition: redeliveries and dup
 @dataclass
 class _Partition:
     index: int
-    runtimes: list[StrategyRuntime]
+    rules: StrategySet
     windows: Any = None  # EntryWindows of the windowed journey entries
     jstates: dict[tuple[str, str], Any] = field(default_factory=dict)
     timers: list[tuple[float, str, str]] = field(default_factory=list)  # heap (wake, user, journey)
@@ -114,12 +114,19 @@ class LiveEngine:
         self.journeys = {j.name: jr.compile_journey(j) for j in journeys}
         # the longest a user can be held: timers up to last event + horizon settle everyone
         self.horizon = float(max((cj.horizon for cj in self.journeys.values()), default=0))
+        # what ran: window state checkpointed under other definitions is not reused
+        import hashlib
+
+        defs = sorted([s.fingerprint() for s in self.strategies] + [j.fingerprint() for j in journeys])
+        self.fingerprint = hashlib.sha256("|".join(defs).encode()).hexdigest()[:16]
         self._jr = jr
         self.context = context
         self.redis = binary_client(redis)
         self.namespace = namespace
         self._sent: list[float] = []
-        self.caps = RedisCapLedger(self.redis, namespace)
+        cap_channels = {c.channel for st in self.strategies
+                        for c in (*st.caps, *(st.rules.caps if st.rules else ()))}  # fmt: skip
+        self.caps = BatchCapLedger(RedisCapLedger(self.redis, namespace), cap_channels)
         self.executor = executor or EffectExecutor()
         self.decision_log = decisions or DecisionLog()
         self.parts: dict[int, _Partition] = {}
@@ -130,28 +137,33 @@ class LiveEngine:
     def _k(self, what: str, p: int) -> str:
         return f"{self.namespace}:{what}:p{p}"
 
-    def _runtime(self, s: Strategy) -> StrategyRuntime:
-        return StrategyRuntime(s, self.context, self.caps)
+    def _window_engines(self, part: _Partition) -> list[tuple[str, Any]]:
+        """(name, OnlineEngine) pairs holding per-user window state in this partition."""
+        out = []
+        if part.rules.engine is not None:
+            out.append(("rules", part.rules.engine))
+        if part.windows is not None and part.windows.engine is not None:
+            out.append(("entries", part.windows.engine))
+        return out
 
     def partition(self, p: int) -> _Partition:
         """The in-memory state of partition ``p``, loaded from its checkpoint on first use."""
         part = self.parts.get(p)
         if part is not None:
             return part
-        part = _Partition(p, [self._runtime(s) for s in self.strategies])
+        part = _Partition(p, StrategySet(self.strategies, self.context, self.caps))
         if self.journeys:
             part.windows = self._jr.EntryWindows(list(self.journeys.values()))
         ck = self.redis.hgetall(self._k("ckpt", p))
         ck = {(k.decode() if isinstance(k, bytes) else k): v for k, v in ck.items()}
-        if part.windows is not None and "windows" in ck:
-            part.windows.restore(_bytes(ck["windows"]))
-        for rt in part.runtimes:
-            blob = ck.get(f"rules:{rt.strategy.key}")
-            if blob is not None:
-                rt.restore(_bytes(blob))
+        same_defs = "defs" not in ck or _bytes(ck["defs"]).decode() == self.fingerprint
+        if same_defs:  # windows counted for other definitions would mislead these rules
+            for name, eng in self._window_engines(part):
+                for user, blob in self.redis.hgetall(self._k(f"win:{name}", p)).items():
+                    eng.restore_user(user.decode() if isinstance(user, bytes) else user, _bytes(blob))
         for eid in self.redis.zrange(self._k("seen", p), -RECENT_IDS, -1):
             part.remember(eid.decode() if isinstance(eid, bytes) else eid)
-        if "watermark" in ck:
+        if ck and "watermark" in ck:
             part.watermark = float(_bytes(ck["watermark"]))
         for field_, blob in self.redis.hgetall(self._k("journeys", p)).items():
             f = field_.decode() if isinstance(field_, bytes) else field_
@@ -201,8 +213,7 @@ class LiveEngine:
         part.watermark = max(part.watermark, ev.ts)
         if ev.event == TICK_EVENT:  # a watermark: timers only (mktlab.live.producer.tick_events)
             return
-        for rt in part.runtimes:
-            out.extend(rt.on_event(ev.user_id, ev.ts, ev.event, ev.event_id, ev.props))
+        out.extend(part.rules.on_event(ev.user_id, ev.ts, ev.event, ev.event_id, ev.props))
         if not self.journeys:
             return
         fired = part.windows.observe(ev) if part.windows is not None else frozenset()
@@ -224,6 +235,10 @@ class LiveEngine:
     def decide(self, deliveries: Iterable[Any]) -> tuple[RunResult, BatchReport]:
         """Decisions and effects of a batch of bus deliveries (nothing executed yet)."""
         out, rep = RunResult(), BatchReport()
+        deliveries = list(deliveries)
+        if self.strategies and deliveries:  # the batch's cap histories in one round trip
+            self.caps.prefetch([d.event.user_id for d in deliveries],
+                               min(d.event.ts for d in deliveries))  # fmt: skip
         for d in deliveries:
             part = self.partition(d.partition)
             ev = d.event
@@ -265,6 +280,7 @@ class LiveEngine:
         return rep
 
     def _execute(self, out: RunResult, rep: BatchReport) -> None:
+        self.caps.flush()  # before the effects: a crash now re-decides against the same histories
         results = self.executor.execute(out.effects)
         for e in out.effects:
             rep.effects[e.kind] += 1
@@ -295,15 +311,22 @@ class LiveEngine:
                 self.decision_log.append(part.decisions, partition=p)
                 n += len(part.decisions)
             pipe = self.redis.pipeline(transaction=True)
-            ck = {f"rules:{rt.strategy.key}": rt.snapshot() for rt in part.runtimes}
+            ck: dict[str, Any] = {"defs": self.fingerprint}
+            for name, eng in self._window_engines(part):
+                wkey = self._k(f"win:{name}", p)
+                for user in eng.dirty_users():
+                    blob = eng.user_snapshot(user)
+                    if blob is None:
+                        pipe.hdel(wkey, user)
+                    else:
+                        pipe.hset(wkey, user, blob)
+                eng.clear_dirty()
             if part.processed:  # ids seen, for redeliveries and publisher retries
                 skey = self._k("seen", p)
                 base = time.time()
                 pipe.zadd(skey, {eid: base + i * 1e-6 for i, eid in enumerate(part.processed)})
                 pipe.zremrangebyrank(skey, 0, -RECENT_IDS - 1)
             ck["watermark"] = repr(part.watermark).encode()
-            if part.windows is not None:
-                ck["windows"] = part.windows.snapshot()
             pipe.hset(self._k("ckpt", p), mapping=ck)
             jkey, tkey = self._k("journeys", p), self._k("timers", p)
             for user, jname in part.dirty:

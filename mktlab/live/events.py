@@ -361,37 +361,7 @@ def _parse(
 
 
 # --- partitioning -------------------------------------------------------------------
-_M = 0xFFFFFFFF
-
-
-def _murmur3_32(data: bytes, seed: int = 0) -> int:
-    """MurmurHash3_x86_32 of one key (pure Python: a scalar call would pay more in numba
-    dispatch and Arrow conversion than this costs)."""
-    h = seed
-    n = len(data)
-    end = n - n % 4
-    for i in range(0, end, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * 0xCC9E2D51) & _M
-        k = ((k << 15) | (k >> 17)) & _M
-        k = (k * 0x1B873593) & _M
-        h ^= k
-        h = ((h << 13) | (h >> 19)) & _M
-        h = (h * 5 + 0xE6546B64) & _M
-    tail = data[end:]
-    if tail:
-        k = int.from_bytes(tail, "little")
-        k = (k * 0xCC9E2D51) & _M
-        k = ((k << 15) | (k >> 17)) & _M
-        k = (k * 0x1B873593) & _M
-        h ^= k
-    h ^= n
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & _M
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & _M
-    h ^= h >> 16
-    return h
+from mktlab.experiments._hash import murmur3_scalar as _murmur3_32  # noqa: E402
 
 
 def partition_of(user_id: str | Sequence[str], partitions: int) -> int | np.ndarray:

@@ -588,6 +588,11 @@ class EntryWindows:
         row.update(user_id=event.user_id, ts=round(event.ts * NS), event=event.event)
         return frozenset(self.names[d.rule_id] for d in self._engine.process(row))
 
+    @property
+    def engine(self) -> Any:
+        """The rules' :class:`~mktlab.rules.online.OnlineEngine` counting the windows (or None)."""
+        return self._engine
+
     def snapshot(self) -> bytes:
         """The window counts as bytes (a worker checkpoint); see :meth:`restore`."""
         return self._engine.snapshot() if self._engine is not None else b""

@@ -25,12 +25,14 @@ def synthetic_events(
     start: str = "2026-11-01",
     days: float = 7.0,
     user_prefix: str = "u",
+    n_categories: int | None = None,
 ) -> pd.DataFrame:
     """A time-ordered event log: ``event_id, user_id, ts (epoch s), event, category, amount``.
 
     Each user has bursts (sessions) of views in one or two categories; some sessions add
     to cart, fewer order and purchase. About 20% of events lead to an action under the
-    example strategy ``examples/strategies/browse-rescue.yaml``.
+    example strategy ``examples/strategies/browse-rescue.yaml``. ``n_categories`` widens
+    the catalogue beyond the six named categories (``c0``, ``c1``, ...), as a big shop has.
     """
     if n_users < 1 or n_events < 1:
         raise ValidationError(f"n_users={n_users}, n_events={n_events}: expected positive counts")
@@ -44,8 +46,9 @@ def synthetic_events(
     sess = np.repeat(np.arange(n_sessions), sizes)
     pos = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     ts = s_start[sess] + pos * rng.uniform(30, 300, total)
-    cat_a = rng.integers(0, len(CATEGORIES), n_sessions)
-    cat = np.where(rng.random(total) < 0.8, cat_a[sess], rng.integers(0, len(CATEGORIES), total))
+    names = np.asarray(CATEGORIES if not n_categories else [f"c{i}" for i in range(n_categories)])
+    cat_a = rng.integers(0, len(names), n_sessions)
+    cat = np.where(rng.random(total) < 0.8, cat_a[sess], rng.integers(0, len(names), total))
     u = rng.random(total)
     ev = np.where(u < 0.72, 0, np.where(u < 0.86, 1, np.where(u < 0.91, 2, np.where(u < 0.95, 3, np.where(u < 0.97, 4, 5)))))
     amount = np.where(ev == 3, np.round(rng.gamma(2.0, 30.0, total), 2), 0.0)
@@ -53,7 +56,7 @@ def synthetic_events(
         "user_id": [f"{user_prefix}{i}" for i in users[sess]],
         "ts": np.round(ts, 3),
         "event": np.asarray(EVENT_TYPES)[ev],
-        "category": np.asarray(CATEGORIES)[cat],
+        "category": names[cat],
         "amount": amount,
     })
     df = df.sort_values("ts", kind="stable").head(n_events).reset_index(drop=True)

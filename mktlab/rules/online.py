@@ -100,8 +100,19 @@ class OnlineEngine:
             }
         self.caps = CapTracker(self.network.ruleset.caps)
         self.budget = BudgetTracker(budget)
-        self._counts: dict[tuple, deque] = {}
-        self._absent: dict[tuple, list] = {}
+        # per user: (window counts by (pattern key, same values), absent-event times by type)
+        self._users: dict[Any, tuple[dict, dict]] = {}
+        self._dirty: set = set()
+        self._plans: dict[int, tuple] = {}
+        self._root_by_event: dict[Any, list] = {}
+        self._root_any: list = []
+        for child in self.network.root.children.values():
+            t = self.network.triggers[child.test[1]]
+            if isinstance(t, AtomicEvent) and t.type == ANY_EVENT:
+                self._root_any.append(child)
+            else:
+                etype = t.type if isinstance(t, AtomicEvent) else t.event
+                self._root_by_event.setdefault(etype, []).append(child)
         self._max_within: dict[str, int] = {}
         for t in self.network.triggers:
             if isinstance(t, WindowPattern) and t.absent:
@@ -139,13 +150,13 @@ class OnlineEngine:
             key = ("count", t.event, t.within, t.same)
             if key not in results and etype == t.event:
                 same = tuple(None if is_null(event.get(s)) else event.get(s) for s in t.same)
-                q = self._counts.setdefault((key, user, same), deque())
+                q = self._user(user)[0].setdefault((key, same), deque())
                 q.append(ts)
                 while q[0] <= ts - t.within * NS:
                     q.popleft()
                 results[key] = len(q)
         if etype in self._max_within:
-            lst = self._absent.setdefault((etype, user), [])
+            lst = self._user(user)[1].setdefault(etype, [])
             lst.append(ts)
             horizon = ts - self._max_within[etype] * NS
             if lst[0] <= horizon:
@@ -158,7 +169,8 @@ class OnlineEngine:
         if etype != t.event or counts.get(("count", t.event, t.within, t.same), 0) < t.count:
             return False
         if t.absent is not None:
-            lst = self._absent.get((t.absent, user), [])
+            u = self._users.get(user)
+            lst = u[1].get(t.absent, []) if u is not None else []
             return len(lst) - bisect.bisect_right(lst, ts - t.within * NS) == 0
         return True
 
@@ -190,12 +202,13 @@ class OnlineEngine:
             return memo[test]
 
         fired: list[int] = []
-        stack = list(net.root.children.values())
+        stack = [*self._root_by_event.get(etype, ()), *self._root_any]
         while stack:
             node = stack.pop()
             if ok(node.test):
                 fired.extend(node.rules)
-                stack.extend(node.children.values())
+                if node.children:
+                    self._expand(node, event, memo, stack)
         out: list[Decision] = []
         coupons = 0
         for f in sorted(fired):
@@ -205,6 +218,66 @@ class OnlineEngine:
                 if out[-1].allowed and isinstance(a, IssueCoupon):
                     coupons += 1
         return out
+
+    def _plan(self, node: Any) -> tuple:
+        """The children of ``node`` split into string-equality groups (a hash lookup each) and the rest."""
+        plan = self._plans.get(id(node))
+        if plan is None:
+            groups: dict[tuple[str, str], dict[str, list]] = {}
+            rest = []
+            for child in node.children.values():
+                kind, i = child.test
+                p = self.network.predicates[i] if kind == "pred" else None
+                if p is not None and p.op == "==" and isinstance(p.value, str) and p.namespace == "event":
+                    groups.setdefault((p.namespace, p.name), {}).setdefault(p.value, []).append(child)
+                else:
+                    rest.append(child)
+            plan = self._plans[id(node)] = (tuple(groups.items()), tuple(rest))
+        return plan
+
+    def _expand(self, node: Any, event: Mapping, memo: dict, stack: list) -> None:
+        # An equality test on a string field passes for exactly the children keyed by the
+        # event's value: one dict lookup instead of one test per child (Rete's alpha index).
+        groups, rest = self._plan(node)
+        for (_, name), table in groups:
+            x = event.get(name)
+            if isinstance(x, str):
+                for child in table.get(x, ()):
+                    memo[child.test] = True
+                    stack.append(child)
+            else:  # not a string: test each (same answers as test_value)
+                for children in table.values():
+                    stack.extend(children)
+        stack.extend(rest)
+
+    def _user(self, user: Any) -> tuple[dict, dict]:
+        self._dirty.add(user)
+        u = self._users.get(user)
+        if u is None:
+            u = self._users[user] = ({}, {})
+        return u
+
+    def dirty_users(self) -> set:
+        """Users whose window state changed since the last :meth:`clear_dirty`."""
+        return set(self._dirty)
+
+    def clear_dirty(self) -> None:
+        self._dirty.clear()
+
+    def user_snapshot(self, user: Any) -> bytes | None:
+        """One user's window state as bytes (``None``: nothing to remember)."""
+        import pickle
+
+        u = self._users.get(user)
+        if u is None or (not u[0] and not u[1]):
+            return None
+        return pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore_user(self, user: Any, data: bytes) -> None:
+        """Load one user's window state written by :meth:`user_snapshot`."""
+        import pickle
+
+        self._users[user] = pickle.loads(data)
 
     def _decide(self, rule: Rule, a: Action, user: Any, ts: int, coupons: int) -> Decision:
         is_coupon = isinstance(a, IssueCoupon)
@@ -225,7 +298,7 @@ class OnlineEngine:
         """The window, cap and budget state as bytes (a live worker's checkpoint)."""
         import pickle
 
-        state = (self._counts, self._absent, self.caps._sent, self.budget.issued,
+        state = (self._users, self.caps._sent, self.budget.issued,
                  self.budget.spent, self._last_ts)  # fmt: skip
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -233,7 +306,7 @@ class OnlineEngine:
         """Go back to a :meth:`snapshot` (same rules): replaying from there gives the same decisions."""
         import pickle
 
-        (self._counts, self._absent, self.caps._sent, self.budget.issued, self.budget.spent,
+        (self._users, self.caps._sent, self.budget.issued, self.budget.spent,
          self._last_ts) = pickle.loads(data)  # fmt: skip
 
     def process_many(self, events: Iterable[Mapping[str, Any]]) -> list[list[Decision]]:

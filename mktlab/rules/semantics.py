@@ -118,6 +118,8 @@ def ts_ns_array(values: Any) -> np.ndarray:
 
 def scalar_ts_ns(ts: Any) -> int:
     """Naive-clock nanoseconds since the epoch for one time (same clock as :func:`ts_ns_array`)."""
+    if type(ts) is int:  # already nanoseconds (the live loop's fast path)
+        return ts
     t = pd.Timestamp(ts)
     if t.tzinfo is not None:
         t = t.tz_localize(None)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mktlab.errors import ServiceUnavailableError, ValidationError
-from mktlab.experiments._hash import N_BUCKETS, hash_buckets
+from mktlab.experiments._hash import N_BUCKETS, bucket_of, hash_buckets
 from mktlab.rules.model import FrequencyCap
 from mktlab.strategy.spec import Strategy
 
@@ -131,8 +131,9 @@ class Eligibility:
         if hit is None:
             if len(self._cache) > 200_000:
                 self._cache.clear()
-            hold = bool(in_holdout(self.strategy, [user_id])[0])
-            draw = float(random_draw(self.strategy, [user_id])[0])
+            s = self.strategy  # the scalar twins of in_holdout / random_draw
+            hold = s.holdout > 0 and bucket_of(user_id, f"{s.assignment_salt}:holdout") / N_BUCKETS < s.holdout
+            draw = bucket_of(user_id, f"{s.assignment_salt}:draw:{s.policy.seed}") / N_BUCKETS
             hit = self._cache[user_id] = (hold, draw)
         return hit
 
@@ -185,10 +186,10 @@ class MemoryCapLedger:
 
     def __init__(self) -> None:
         self._hist: dict[tuple[str, str], list[tuple[float, str]]] = {}
-        self._keys: set[tuple[str, str, str]] = set()
+        self._keys: set[tuple[str, str]] = set()
 
     def check(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
-        if (user_id, channel, key) in self._keys:
+        if (user_id, key) in self._keys:
             return None  # already recorded: a replay of an allowed action
         for c in caps:
             if not c.applies_to(channel):
@@ -203,9 +204,9 @@ class MemoryCapLedger:
         return None
 
     def record(self, user_id: str, channel: str, ts: float, key: str) -> None:
-        if (user_id, channel, key) in self._keys:
+        if (user_id, key) in self._keys:
             return
-        self._keys.add((user_id, channel, key))
+        self._keys.add((user_id, key))
         for ch in {channel, "*"}:
             bisect.insort(self._hist.setdefault((user_id, ch), []), (ts, key))
 
@@ -221,7 +222,7 @@ _CAPS_LUA = """
 -- ARGV: ts, member, record (0/1), retention, then (key index, max, per) per cap
 local ts = tonumber(ARGV[1])
 local member = ARGV[2]
-if redis.call('ZSCORE', KEYS[1], member) then return 0 end
+if redis.call('ZSCORE', KEYS[2], member) then return 0 end  -- every record is in the all-channel history
 local n = (#ARGV - 4) / 3
 for i = 1, n do
   local k = KEYS[tonumber(ARGV[2 + 3 * i])]
@@ -257,6 +258,10 @@ class RedisCapLedger:
         self.retention = int(retention)
         self._script: Callable | None = None
 
+    def keys_of(self, user_id: str, channel: str) -> list[str]:
+        """The sorted sets holding ``user_id``'s history of ``channel`` and of all channels."""
+        return self._keys(user_id, channel)
+
     def _keys(self, user_id: str, channel: str) -> list[str]:
         base = f"{self.namespace}:touch:{{{user_id}}}"
         return [f"{base}:{channel}", f"{base}:*"]
@@ -285,3 +290,69 @@ class RedisCapLedger:
 
     def check_and_record(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
         return self._call(user_id, channel, ts, key, caps, record=True)
+
+
+class BatchCapLedger(MemoryCapLedger):
+    """The Redis ledger's histories, read once per batch and written back once per batch.
+
+    A live worker owns its users' partitions, so it can decide a whole batch against a
+    copy of their histories: :meth:`prefetch` reads the batch's users (one pipeline),
+    decisions run in memory with :class:`MemoryCapLedger`'s rule, and :meth:`flush`
+    writes the new records (one pipeline). A crash between the two loses nothing: the
+    redelivered batch is decided again against the same histories. Touches the service
+    records for the same users while a batch is in flight are seen by the next batch.
+    """
+
+    def __init__(self, redis_ledger: RedisCapLedger, channels: Sequence[str]):
+        super().__init__()
+        self.ledger = redis_ledger
+        self.channels = sorted(set(channels) | {"*"})
+        self._new: list[tuple[str, str, float, str]] = []
+        self._horizon = redis_ledger.retention
+
+    def prefetch(self, users: Sequence[str], ts_min: float) -> None:
+        """Load the histories of ``users`` from ``ts_min - retention`` on (forgetting the last batch's)."""
+        self._hist.clear()
+        self._keys.clear()
+        self._new.clear()
+        users = list(dict.fromkeys(users))
+        if not users:
+            return
+        r = self.ledger.redis
+        pipe = r.pipeline(transaction=False)
+        for u in users:
+            for ch in self.channels:
+                pipe.zrangebyscore(self.ledger.keys_of(u, ch)[0], ts_min - self._horizon, "+inf",
+                                   withscores=True)  # fmt: skip
+        got = pipe.execute()
+        i = 0
+        for u in users:
+            for ch in self.channels:
+                rows = got[i]
+                i += 1
+                if rows:
+                    lst = sorted((float(sc), m.decode() if isinstance(m, bytes) else m) for m, sc in rows)
+                    self._hist[(u, ch)] = lst
+                    self._keys.update((u, k) for _, k in lst)
+
+    def record(self, user_id: str, channel: str, ts: float, key: str) -> None:
+        if (user_id, key) in self._keys:
+            return
+        super().record(user_id, channel, ts, key)
+        self._new.append((user_id, channel, ts, key))
+
+    def flush(self) -> int:
+        """Write this batch's new records to Redis; return how many."""
+        if not self._new:
+            return 0
+        pipe = self.ledger.redis.pipeline(transaction=False)
+        keep = self._horizon
+        for u, ch, ts, key in self._new:
+            for k in self.ledger.keys_of(u, ch):
+                pipe.zadd(k, {key: ts})
+                pipe.zremrangebyscore(k, "-inf", f"({ts - keep}")
+                pipe.expire(k, int(keep) + 3600)
+        pipe.execute()
+        n = len(self._new)
+        self._new.clear()
+        return n

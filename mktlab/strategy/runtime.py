@@ -128,8 +128,12 @@ class StrategyRuntime:
         if self.events is not None and event not in self.events:
             return out  # no rule reads this event type: nothing to match or remember
         row = dict(props or {})
-        row.update(user_id=user_id, ts=pd.Timestamp(int(ts * 1e9)), event=event)
-        fired = self.engine.process(row)
+        row.update(user_id=user_id, ts=int(round(ts * 1e9)), event=event)
+        return self.decide(self.engine.process(row), user_id, ts, event_id, props)
+
+    def decide(self, fired, user_id: str, ts: float, event_id: str, props) -> RunResult:
+        """Eligibility and effects of this strategy's fired rule actions on one event."""
+        out = RunResult()
         s = self.strategy
         for i, d in enumerate(fired):
             a = d.action
@@ -180,6 +184,83 @@ class StrategyRuntime:
         return out
 
 
+class StrategySet:
+    """Several strategies over one event stream, their rules matched in one network.
+
+    Every strategy's rules are compiled together, so a test shared by many rules (an
+    event type, a category) runs once per event whatever the number of strategies; the
+    fired actions then go to each strategy's own :class:`StrategyRuntime` logic
+    (stacking limit, eligibility, effects). The decisions equal running each strategy on
+    its own. This is what :func:`simulate` and the live workers run.
+    """
+
+    def __init__(
+        self,
+        strategies: Iterable[Strategy],
+        context: EligibilityContext,
+        caps: CapLedger | None = None,
+        *,
+        profiles: pd.DataFrame | None = None,
+        audiences: Mapping[str, Any] | None = None,
+    ):
+        from mktlab.rules.model import Rule
+
+        self.strategies = list(strategies)
+        names = [s.name for s in self.strategies]
+        if len(set(names)) != len(names):
+            raise SchemaError(f"strategies: names must be unique, got {names}")
+        ledger = caps or MemoryCapLedger()
+        self.runtimes = [StrategyRuntime(s, context, ledger, profiles=profiles, audiences=audiences)
+                         for s in self.strategies]  # fmt: skip
+        merged, self._owner = [], []
+        for k, rt in enumerate(self.runtimes):
+            for r in rt.strategy.rules.active_rules:
+                merged.append(Rule(id=f"s{k}.{r.id}", when=r.when, conditions=r.conditions,
+                                   actions=r.actions, priority=0))  # fmt: skip
+                self._owner.append((k, r.id))
+        self._rule_of = {f"s{k}.{rid}": (k, rid) for k, rid in self._owner}
+        net = RuleSet(name="live", rules=tuple(merged), max_coupons_per_event=10**9) if merged else None
+        self.engine = (
+            OnlineEngine(net, profiles=profiles, audiences=audiences, order="per_user") if net else None
+        )
+        used = [rt.events for rt in self.runtimes]
+        self.events = None if any(u is None for u in used) else frozenset().union(*used)
+
+    def on_event(
+        self, user_id: str, ts: float, event: str, event_id: str, props: Mapping[str, Any] | None = None
+    ) -> RunResult:
+        out = RunResult()
+        if self.engine is None or (self.events is not None and event not in self.events):
+            return out
+        row = dict(props or {})
+        row.update(user_id=user_id, ts=int(round(ts * 1e9)), event=event)
+        fired = self.engine.process(row)
+        if not fired:
+            return out
+        per: dict[int, list] = {}
+        for d in fired:
+            k, rid = self._rule_of[d.rule_id]
+            per.setdefault(k, []).append(d.__class__(rid, d.action, d.status, d.reason))
+        for k in sorted(per):
+            rt = self.runtimes[k]
+            out.extend(rt.decide(_stack(per[k], rt.strategy.rules.max_coupons_per_event),
+                                 user_id, ts, event_id, props))  # fmt: skip
+        return out
+
+
+def _stack(fired: list, limit: int) -> list:
+    """Mark coupon actions after the first ``limit`` of one event as stacked (as one rule set does)."""
+    out, n = [], 0
+    for d in fired:
+        if isinstance(d.action, IssueCoupon):
+            if n >= limit:
+                d = d.__class__(d.rule_id, d.action, "stacked", "stacked")
+            else:
+                n += 1
+        out.append(d)
+    return out
+
+
 def simulate(
     strategies: Strategy | Iterable[Strategy],
     events: pd.DataFrame,
@@ -204,17 +285,13 @@ def simulate(
     if "event_id" not in ev.columns:
         ev["event_id"] = [f"row{i}" for i in range(len(ev))]
     ev = ev.sort_values("ts", kind="stable")
-    ledger = MemoryCapLedger()
-    runtimes = [
-        StrategyRuntime(s, context, ledger, profiles=profiles, audiences=audiences) for s in strategies
-    ]
+    runtime = StrategySet(strategies, context, MemoryCapLedger(), profiles=profiles, audiences=audiences)
     extra = [c for c in ev.columns if c not in ("user_id", "ts", "event", "event_id")]
     out = RunResult()
     cols = ["user_id", "ts", "event", "event_id", *extra]
     for row in ev[cols].itertuples(index=False, name=None):
         props = dict(zip(extra, row[4:], strict=True)) if extra else None
-        for rt in runtimes:
-            out.extend(rt.on_event(row[0], float(row[1]), row[2], str(row[3]), props))
+        out.extend(runtime.on_event(row[0], float(row[1]), row[2], str(row[3]), props))
     return out
 
 
