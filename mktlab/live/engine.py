@@ -53,6 +53,16 @@ class _Partition:
     seen: set[str] = field(default_factory=set)
     order: deque = field(default_factory=deque)
 
+    active: dict[str, set[str]] = field(default_factory=dict)  # user -> journeys they are in
+
+    def track(self, user: str, journey: str, state: Any) -> None:
+        if state is not None and not state.done:
+            self.active.setdefault(user, set()).add(journey)
+        elif user in self.active:
+            self.active[user].discard(journey)
+            if not self.active[user]:
+                del self.active[user]
+
     def remember(self, event_id: str) -> None:
         """Keep the last :data:`RECENT_IDS` event ids (a set for lookups, a queue for age)."""
         self.seen.add(event_id)
@@ -112,6 +122,14 @@ class LiveEngine:
                 f"live engine: strategy/journey names must be unique; repeated: {dup}"
             )
         self.journeys = {j.name: jr.compile_journey(j) for j in journeys}
+        self._order = list(self.journeys)  # journeys step in definition order, as the simulation does
+        self._entry_by_event: dict[str, list[str]] = {}
+        self._entry_any = [n for n, cj in self.journeys.items() if cj.entry_events is None]
+        for n, cj in self.journeys.items():
+            for e in cj.entry_events or ():
+                self._entry_by_event.setdefault(e, []).append(n)
+        for e, names in self._entry_by_event.items():  # + any-event entries, in definition order
+            self._entry_by_event[e] = [n for n in self._order if n in names or n in self._entry_any]
         # the longest a user can be held: timers up to last event + horizon settle everyone
         self.horizon = float(max((cj.horizon for cj in self.journeys.values()), default=0))
         # what ran: window state checkpointed under other definitions is not reused
@@ -124,6 +142,7 @@ class LiveEngine:
         self.redis = binary_client(redis)
         self.namespace = namespace
         self._sent: list[float] = []
+        self._network: Any = None
         cap_channels = {c.channel for st in self.strategies
                         for c in (*st.caps, *(st.rules.caps if st.rules else ()))}  # fmt: skip
         self.caps = BatchCapLedger(RedisCapLedger(self.redis, namespace), cap_channels)
@@ -151,7 +170,9 @@ class LiveEngine:
         part = self.parts.get(p)
         if part is not None:
             return part
-        part = _Partition(p, StrategySet(self.strategies, self.context, self.caps))
+        rules = StrategySet(self.strategies, self.context, self.caps, network=self._network)
+        self._network = rules.network  # compiled once, shared by every partition
+        part = _Partition(p, rules)
         if self.journeys:
             part.windows = self._jr.EntryWindows(list(self.journeys.values()))
         ck = self.redis.hgetall(self._k("ckpt", p))
@@ -170,7 +191,8 @@ class LiveEngine:
             user, jname = f.split(SEP, 1)
             cj = self.journeys.get(jname)
             if cj is not None:
-                part.jstates[(user, jname)] = self._jr.JourneyState.decode(_bytes(blob))
+                st = part.jstates[(user, jname)] = self._jr.JourneyState.decode(_bytes(blob))
+                part.track(user, jname, st)
         for member, score in self.redis.zrange(self._k("timers", p), 0, -1, withscores=True):
             m = member.decode() if isinstance(member, bytes) else member
             user, jname = m.split(SEP, 1)
@@ -302,14 +324,14 @@ class LiveEngine:
 
         Returns the number of decision rows written.
         """
-        n = 0
-        for p in list(partitions) if partitions is not None else list(self.parts):
-            part = self.parts.get(p)
-            if part is None:
-                continue
-            if part.decisions:
-                self.decision_log.append(part.decisions, partition=p)
-                n += len(part.decisions)
+        todo = [p for p in (list(partitions) if partitions is not None else list(self.parts))
+                if p in self.parts]  # fmt: skip
+        rows = [r for p in todo for r in self.parts[p].decisions]
+        if rows:  # one segment per checkpoint, whatever the number of partitions
+            self.decision_log.append(rows, partition=todo[0] if len(todo) == 1 else None)
+        n = len(rows)
+        for p in todo:
+            part = self.parts[p]
             pipe = self.redis.pipeline(transaction=True)
             ck: dict[str, Any] = {"defs": self.fingerprint}
             for name, eng in self._window_engines(part):

@@ -95,8 +95,16 @@ class StrategyRuntime:
             version=strategy.rules.version,
             max_coupons_per_event=strategy.rules.max_coupons_per_event,
         )
-        self.engine = OnlineEngine(bare, profiles=profiles, audiences=audiences, order="per_user")
+        self._bare, self._profiles, self._audiences = bare, profiles, audiences
+        self._engine: OnlineEngine | None = None  # built on first direct use (StrategySet has its own)
         self.events = self._events_used(bare)
+
+    @property
+    def engine(self) -> OnlineEngine:
+        if self._engine is None:
+            self._engine = OnlineEngine(self._bare, profiles=self._profiles,
+                                        audiences=self._audiences, order="per_user")  # fmt: skip
+        return self._engine
 
     @staticmethod
     def _events_used(rules: RuleSet) -> frozenset[str] | None:
@@ -202,6 +210,7 @@ class StrategySet:
         *,
         profiles: pd.DataFrame | None = None,
         audiences: Mapping[str, Any] | None = None,
+        network: Any = None,
     ):
         from mktlab.rules.model import Rule
 
@@ -219,7 +228,12 @@ class StrategySet:
                                    actions=r.actions, priority=0))  # fmt: skip
                 self._owner.append((k, r.id))
         self._rule_of = {f"s{k}.{rid}": (k, rid) for k, rid in self._owner}
-        net = RuleSet(name="live", rules=tuple(merged), max_coupons_per_event=10**9) if merged else None
+        net = network
+        if net is None and merged:
+            from mktlab.rules.compiler import compile_rules
+
+            net = compile_rules(RuleSet(name="live", rules=tuple(merged), max_coupons_per_event=10**9))
+        self.network = net
         self.engine = (
             OnlineEngine(net, profiles=profiles, audiences=audiences, order="per_user") if net else None
         )
