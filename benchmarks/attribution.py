@@ -21,6 +21,7 @@ import time
 from math import factorial
 
 import pandas as pd
+from _results import write_results  # benchmarks/_results.py
 
 from mktlab.attribution import MarkovAttribution, Paths, ShapleyAttribution, simulate_paths
 
@@ -154,6 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         f"({last['brute_s']:.1f} s); mktlab was {last['ratio']:.0f}x faster there with the same "
         f"answer; {args.journeys:,} x {args.channels} Markov+Shapley {total:.2f} s ({'target met' if total < TARGET_SECONDS else 'target NOT met'})"
     )
+    write_results(
+        "attribution",
+        {"journeys": args.journeys, "channels": args.channels, "markov_s": t_m,
+         "shapley_s": t_s, "total_s": total, "brute_journeys": args.brute_journeys,
+         "brute_channels": int(last["channels"]), "brute_s": float(last["brute_s"]),
+         "brute_ratio": float(last["ratio"]),
+         "max_abs_diff": float(table["max_abs_diff"].max()),
+         "brute_force": table.to_dict("records")},
+    )  # fmt: skip
     return 0
 
 

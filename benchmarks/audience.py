@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from _results import write_results  # benchmarks/_results.py
 
 from mktlab.audience import AudienceCatalog, AudienceStore, to_where
 
@@ -212,6 +213,25 @@ def main(argv: list[str] | None = None) -> int:
         "include time the process waited for a core)"
     )
     print(f"sizes agree with SQL: {bool(table['agree'].all())}")
+    write_results(
+        "audience",
+        {"users": n, "tags": 20, "build_s": build_s, "peak_gb": peak, "store_mb": store_mb,
+         "mktlab_threads": store.threads, "duckdb_threads": duck_threads,
+         "median_ms": med, "min_ms": float(table["mktlab_ms"].min()),
+         "max_ms": float(table["mktlab_ms"].max()),
+         "duckdb_min_ms": float(table["duckdb_ms"].min()),
+         "duckdb_max_ms": float(table["duckdb_ms"].max()),
+         "ratio_min": worst_ratio, "ratio_max": float(table["ratio"].max()),
+         "ratio_median": float(statistics.median(table["ratio"])),
+         "with_members_min_ms": float(table["with_members_ms"].min()),
+         "with_members_max_ms": float(table["with_members_ms"].max()),
+         "all_agree": bool(table["agree"].all()),
+         "expressions": [
+             {"expr": e, "mktlab_ms": r["mktlab_ms"], "duckdb_ms": r["duckdb_ms"],
+              "ratio": r["ratio"], "size": r["size"]}
+             for e, r in zip(EXPRESSIONS, table.to_dict("records"))
+         ]},
+    )  # fmt: skip
     con.close()
     shutil.rmtree(tmpdir, ignore_errors=True)
     if args.quick:

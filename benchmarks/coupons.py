@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import redis
+from _results import write_results  # benchmarks/_results.py
 
 from mktlab.config import settings
 from mktlab.coupons.simulate import SimulationConfig, simulate
@@ -270,6 +271,19 @@ def main() -> None:
             f"target ({d}) >= 50,000 decisions/s and p99 < 5 ms in one setting: "
             f"{'MET' if tput and p99 else 'NOT MET'} ({s['throughput']:,.0f}/s, p99 {s['p99_ms']:.2f} ms)"
         )
+    # one variant per batch size: the README's table has a row per batch size
+    default = a.batch_size == 48 and a.requests == 400_000 and a.workers == 2
+    write_results(
+        "coupons",
+        {"stock": a.stock, "requests": a.requests, "workers": a.workers, "shards": a.shards,
+         "batch_size": a.batch_size, "ceiling_pipelined_rps": ceil_rps,
+         "ceiling_unpipelined_rps": ceil.get("evalsha_P1_rps"),
+         "naive_issued": nv["issued"], "naive_stock": nv["stock"],
+         "naive_over_issued": nv["over_issued"], "correct": bool(correct),
+         **{f"{d}_{k}": s[k] for d, s in results.items()
+            for k in ("throughput", "p50_ms", "p99_ms", "issued", "duplicates", "over_issued")}},
+        variant="quick" if a.quick else ("full" if default else f"batch-{a.batch_size}"),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

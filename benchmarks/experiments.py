@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from _results import write_results  # benchmarks/_results.py
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportions_ztest, samplesize_proportions_2indep_onetail
@@ -81,7 +82,7 @@ def sig4(a: float, b: float) -> bool:
     )
 
 
-def bench_assignment(n: int, n_naive: int) -> None:
+def bench_assignment(n: int, n_naive: int) -> dict:
     print(f"\n== assignment: {n:,} string ids (naive loop on {n_naive:,})")
     warm_up()
     py_ids = [f"U{i:09d}" for i in range(n)]  # the naive loop's input: a Python list
@@ -110,9 +111,13 @@ def bench_assignment(n: int, n_naive: int) -> None:
     cnt = np.bincount(b // 100, minlength=100)
     print(f"treatment share {share:.4f}; bucket uniformity chi2 p = {stats.chisquare(cnt).pvalue:.3f}; "
           f"naive buckets uniform too (p = {stats.chisquare(np.bincount(nb // 100, minlength=100)).pvalue:.3f})")  # fmt: skip
+    return {"ids": n, "naive_ids": n_naive, "hash_ids_per_s": n / t_hash,
+            "int_ids_per_s": n / t_int, "assign_ids_per_s": n / t_assign,
+            "naive_ids_per_s": naive_rate, "hash_ratio": n / t_hash / naive_rate,
+            "assign_ratio": n / t_assign / naive_rate, "treatment_share": float(share)}  # fmt: skip
 
 
-def bench_analysis() -> None:
+def bench_analysis() -> dict:
     print("\n== analysis: mktlab vs statsmodels / scipy (time per call)")
     rows = []
 
@@ -175,9 +180,14 @@ def bench_analysis() -> None:
     print(
         "note: mktlab's analyze() also computes CIs, delta-method relative CIs and exact Beta chance to beat control"
     )
+    lift = ours.table.set_index(["metric", "arm"])
+    return {"all_agree_4sf": bool(df["agree_4sf"].all()), "tests": df.to_dict("records"),
+            "visit_lift_mens_pp": 100 * lift.loc[("visit", "Mens E-Mail"), "abs_lift"],
+            "visit_lift_womens_pp": 100 * lift.loc[("visit", "Womens E-Mail"), "abs_lift"],
+            "visit_p_adjusted_max": float(lift.loc["visit", "p_adjusted"].max())}  # fmt: skip
 
 
-def bench_sequential(n_sims: int) -> None:
+def bench_sequential(n_sims: int) -> dict:
     print(
         f"\n== sequential: A/A false-positive rate vs number of looks ({n_sims:,} simulations, 14,000 units per arm)"
     )
@@ -190,6 +200,10 @@ def bench_sequential(n_sims: int) -> None:
     print(f"({time.perf_counter() - t0:.1f} s) max sequential FPR {worst:.4f} <= alpha + 2 s.e. ({0.05 + slack:.4f}): "
           f"{'MET' if worst <= 0.05 + slack else 'MISSED'}; naive at 28 looks: "
           f"{table.loc[table.looks == 28, 'naive_fpr'].max():.3f}")  # fmt: skip
+    return {"simulations": n_sims, "max_sequential_fpr": float(worst),
+            "naive_fpr_28_looks": float(table.loc[table.looks == 28, "naive_fpr"].max()),
+            "sequential_fpr_28_looks": float(table.loc[table.looks == 28, "sequential_fpr"].max()),
+            "sequential_met": bool(worst <= 0.05 + slack)}  # fmt: skip
 
 
 def main() -> None:
@@ -205,9 +219,9 @@ def main() -> None:
     args = ap.parse_args()
     n = 1_000_000 if args.quick else args.ids
     sims = 500 if args.quick else args.sims
-    bench_assignment(n, min(args.naive_ids or n, n))
-    bench_analysis()
-    bench_sequential(sims)
+    figures = {**bench_assignment(n, min(args.naive_ids or n, n)), **bench_analysis()}
+    figures.update(bench_sequential(sims))
+    write_results("experiments", figures)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _results import write_results  # benchmarks/_results.py
 
 NX_TARGET, SCIPY_TARGET, SECONDS_TARGET, GB_TARGET = 20.0, 3.0, 60.0, 8.0
 
@@ -152,6 +153,7 @@ def child(obs_path: str, out_dir: str) -> None:
     assert IdentityMap.current_dir(out_dir).is_dir()
     print(json.dumps({"read": t_read, "resolve": t_resolve, "save": t_save, "peak_gb": rss_gb,
                       "resolve_cpu": c_resolve, "cpu_total": time.process_time(),
+                      "people": int(imap.mapping["uid"].nunique()),
                       "report": str(imap.report)}))  # fmt: skip
 
 
@@ -265,6 +267,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{'MET' if r_nx >= NX_TARGET else 'NOT MET'})")  # fmt: skip
         print(f"  mktlab vs scipy   : {r_sp:6.2f}x slower  (target <= {SCIPY_TARGET:.0f}x: "
               f"{'MET' if r_sp <= SCIPY_TARGET else 'NOT MET'})")  # fmt: skip
+    write_results(
+        "identity",
+        {"observations": n_obs, "people": res.get("people"), "end_to_end_s": e2e,
+         "read_s": res["read"], "resolve_s": res["resolve"], "save_s": res["save"],
+         "resolve_cpu_s": res["resolve_cpu"], "peak_gb": res["peak_gb"],
+         "load_average": os.getloadavg()[0], "graph_edges": len(u), "networkx_s": t_nx,
+         "scipy_s": t_sp, "mktlab_s": t_mk, "vs_networkx": r_nx, "vs_scipy": r_sp},
+    )  # fmt: skip
     return 0
 
 

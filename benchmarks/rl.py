@@ -20,6 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_results  # benchmarks/_results.py
+
+# how the README names the baselines
+BASELINE_LABELS = {"never_treat": "never treat", "rfm_rule": "the RFM rule",
+                   "myopic_uplift": "myopic uplift-greedy"}  # fmt: skip
 
 
 def _throughput(n_users: int, single_steps: int) -> dict[str, float]:
@@ -181,6 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"target (>= +5%, CI of the difference > 0, training < 600 s): {'MET' if met else 'NOT MET'}"
     )
+    write_results(
+        "rl",
+        {"single_steps_per_s": tp["single"], "vectorised_steps_per_s": tp["vectorised"],
+         "sb3_steps_per_s": tp["sb3_vecenv"], "vectorised_ratio": ratio,
+         "ppo_timesteps": ppo.timesteps, "ppo_seconds": ppo.wall_s,
+         "ppo_return": cmp["policy_return"], "best_baseline": best,
+         "best_baseline_label": BASELINE_LABELS.get(best, best),
+         "best_baseline_return": cmp["against_return"], "diff": cmp["diff"],
+         "diff_ci_low": cmp["diff_ci_low"], "diff_ci_high": cmp["diff_ci_high"],
+         "relative_gain": cmp["relative_gain"], "target_met": bool(met),
+         "returns": summ.set_index("policy")["return_per_user"].to_dict()},
+    )  # fmt: skip
     return 0
 
 

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import pandas as pd
 from _naive_rules import naive_loop  # beside this script: the anchor, not library code
+from _results import write_results
 
 from mktlab.rules import OnlineEngine, RuleSet, compile_rules
 from mktlab.rules.caps import Budget
@@ -244,6 +245,14 @@ def main() -> None:
         f"\npeak RSS {rss:,.0f} MB; 1-min load average {load:.1f} on {os.cpu_count()} cores (shared machine)"
     )
     print(f"{label}: {verdict} ({batch_s:.1f}s wall, {batch_cpu:.1f}s CPU)")
+    write_results(
+        "sandbox",
+        {"events": len(events), "users": args.users, "rules": len(rs.rules),
+         "batch_s": batch_s, "batch_cpu_s": batch_cpu, "batch_events_per_s": batch_eps,
+         "naive_events_per_s": naive_eps, "online_events_per_s": online_eps,
+         "ratio_naive": batch_eps / naive_eps, "ratio_online_naive": online_eps / naive_eps,
+         "peak_rss_mb": rss, "load_average": load},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from _results import write_results  # benchmarks/_results.py
 
 TARGET_RPS = 500.0
 TARGET_P99_MS = 100.0
@@ -336,6 +337,27 @@ def main() -> None:
     )
     print(f"over-issue check: {over} -> {'zero over-issue' if no_over else 'MISMATCH'}")
     print(f"overall target: {'MET' if ok and no_over else 'NOT MET'}")
+    figures = {
+        "duration_s": args.duration,
+        "connections": args.connections,
+        "workers": args.workers,
+        "durability": args.durability,
+        "zero_over_issue": bool(no_over),
+        "target_met": bool(ok and no_over),
+    }
+    for path in ("/issue", "/uplift"):
+        key = path.strip("/")
+        for where, r in (("http", results[path]), ("in_process", floor[path])):
+            for k in ("rps", "p50_ms", "p99_ms", "errors"):
+                figures[f"{key}_{where}_{k}"] = r[k]
+    default = (args.duration, args.workers, args.durability) == (60.0, 2, "ledger")
+    if args.quick:
+        variant = "quick"
+    elif default:
+        variant = "full" if args.connections == 16 else f"connections-{args.connections}"
+    else:
+        variant = f"{args.duration:g}s-{args.connections}c-{args.workers}w-{args.durability}"
+    write_results("service", figures, variant=variant)  # fmt: skip
 
 
 if __name__ == "__main__":

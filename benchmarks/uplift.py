@@ -23,6 +23,11 @@ import time
 
 import numpy as np
 import pandas as pd
+from _results import write_results  # benchmarks/_results.py
+
+# how the README names the learners
+LEARNER_LABELS = {"s": "S-learner", "t": "T-learner", "x": "X-learner", "r": "R-learner",
+                  "dr": "DR-learner", "forest": "uplift random forest"}  # fmt: skip
 
 
 def _isolate_mlflow() -> str:
@@ -91,6 +96,7 @@ def main() -> None:
         forest_estimators=args.forest_estimators,
         random_state=args.seed,
     )
+    figures: dict = {"rows": len(data), "load_average": load}
     if "train" not in parts:
         champion = args.champion
         model = fit_uplift_model(data, learners[champion])
@@ -101,12 +107,20 @@ def main() -> None:
         model = fit_uplift_model(data, learners[champion])
         t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
         _report_cv(cv, learners, args, t_train, c_train)
+        figures.update({"learners": len(learners), "folds": args.folds, "train_s": t_train,
+                        "train_cpu_s": c_train})  # fmt: skip
+    figures["champion"] = champion
+    figures["champion_label"] = LEARNER_LABELS.get(champion, champion)
     if "quality" in parts:
-        _report_quality(data, learners[champion], champion, args)
+        figures.update(_report_quality(data, learners[champion], champion, args))
     if "score" in parts:
-        _report_scoring(data, model, champion, args)
+        figures.update(_report_scoring(data, model, champion, args))
     if "world" in parts:
-        _report_world(args)
+        figures.update(_report_world(args))
+    full = parts == {"train", "quality", "score", "world"}
+    write_results(
+        "uplift", figures, variant="quick" if args.quick else ("full" if full else "parts")
+    )
 
 
 def _report_cv(cv, learners, args, t_train, c_train) -> None:
@@ -123,7 +137,7 @@ def _report_cv(cv, learners, args, t_train, c_train) -> None:
     )
 
 
-def _report_quality(data, learner, champion, args) -> None:
+def _report_quality(data, learner, champion, args) -> dict:
     from mktlab.uplift.selection import repeated_split_report
 
     # 2. Hillstrom protocol: champion on five stratified 70/30 splits
@@ -153,9 +167,12 @@ def _report_quality(data, learner, champion, args) -> None:
     ok = hill["uplift_at_30_mean"] >= 0.07
     print(f"uplift@30% {_fmt_ci(hill, 'uplift_at_30')} vs random {per['ate'].mean():.4f} "
           f"(target mean >= 0.07: {'MET' if ok else 'NOT MET'})")  # fmt: skip
+    return {"repeats": args.repeats, "random_ate": float(per["ate"].mean()),
+            **{k: float(v) for k, v in hill.items()
+               if k.startswith(("qini_", "auuc_", "uplift_at_30_"))}}  # fmt: skip
 
 
-def _report_scoring(data, model, champion, args) -> None:
+def _report_scoring(data, model, champion, args) -> dict:
     from lightgbm import LGBMRegressor
 
     from mktlab import tracking
@@ -195,9 +212,11 @@ def _report_scoring(data, model, champion, args) -> None:
     print(f"per CPU-second (what one idle core would do): pyfunc {len(X) / c_pf:,.0f} rows/s, "
           f"LightGBM {len(X) / c_lgbm:,.0f} rows/s")  # fmt: skip
     assert len(out) == len(X)
+    return {"score_rows": len(X), "pyfunc_rows_per_s": rps_pf, "lightgbm_rows_per_s": rps_lgbm,
+            "pyfunc_rows_per_cpu_s": len(X) / c_pf, "lightgbm_rows_per_cpu_s": len(X) / c_lgbm}  # fmt: skip
 
 
-def _report_world(args) -> None:
+def _report_world(args) -> dict:
     from mktlab.datasets import make_world
     from mktlab.uplift import Economics, world_data
     from mktlab.uplift.selection import make_splits
@@ -228,6 +247,10 @@ def _report_world(args) -> None:
           f"true profit model {rep['profit_model']:,.0f}, feature oracle {rep['profit_feature_oracle']:,.0f} "
           f"(ratio {rep['ratio_feature_oracle']:.3f}: {'MET' if rep['ratio_feature_oracle'] >= 0.9 else 'NOT MET'} within 10%), "
           f"individual oracle {rep['profit_oracle']:,.0f} (ratio {rep['ratio_oracle']:.3f}; unreachable from features)")  # fmt: skip
+    keys = ("pehe", "pehe_t_learner", "true_qini", "true_qini_t_learner", "quadrant_accuracy",
+            "ratio_feature_oracle", "ratio_oracle")  # fmt: skip
+    return {"world_users": args.world_users, "world_champion": wres.champion,
+            **{f"world_{k}": float(rep[k]) for k in keys}}  # fmt: skip
 
 
 if __name__ == "__main__":

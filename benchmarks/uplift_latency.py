@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _results import write_results  # benchmarks/_results.py
 from service import feature_row, setup_workspace, train_and_import  # benchmarks/service.py
 
 
@@ -61,6 +62,7 @@ def main() -> None:
     print(f"learner {args.learner!r}, {args.calls} calls each, workspace {root}")
     pyfunc = core.models["uplift"]
     cols = schema["input_columns"]
+    figures: dict = {"learner": args.learner, "calls": args.calls}
     for label, batches in (("1 row", one), ("16 rows", sixteen)):
         s = time_calls(core.uplift, batches, args.calls)
         a = time_calls(lambda b: pyfunc.predict(pd.DataFrame(b, columns=cols)), batches,
@@ -69,6 +71,14 @@ def main() -> None:
               f"p99 {s['p99_ms']:.3f} ms  max {s['max_ms']:.1f} ms (call {s['argmax']})")  # fmt: skip
         print(f"  pyfunc.predict {label:>5}: mean {a['mean_ms']:.3f} ms  p50 {a['p50_ms']:.3f} ms  "
               f"-> mktlab is {a['p50_ms'] / s['p50_ms']:.1f}x faster at the median")  # fmt: skip
+        key = "one_row" if label == "1 row" else "sixteen_rows"
+        figures.update({f"{key}_mean_ms": s["mean_ms"], f"{key}_p50_ms": s["p50_ms"],
+                        f"{key}_p99_ms": s["p99_ms"], f"{key}_pyfunc_p50_ms": a["p50_ms"],
+                        f"{key}_ratio": a["p50_ms"] / s["p50_ms"]})  # fmt: skip
+    default = (args.learner, args.calls) == ("t", 3000)
+    write_results(
+        "uplift_latency", figures, variant="full" if default else f"{args.learner}-{args.calls}"
+    )
 
 
 if __name__ == "__main__":

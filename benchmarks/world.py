@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_results  # benchmarks/_results.py
+
 from mktlab.datasets import make_world
 
 
@@ -82,11 +84,19 @@ def main() -> None:
         f"ratio             : mktlab writes {rows / secs / (naive_rows / naive_s):.1f}x the rows/s of the per-user loop"
     )
     print(f"peak RSS          : {peak_gb:.2f} GB")
+    proj = secs * 1_000_000 / n
     if n >= 1_000_000:
-        proj = secs * 1_000_000 / n
         print(
             f"target 1M users < 60 s: {'MET' if proj < 60 else 'MISSED'} ({proj:.1f} s per 1M users)"
         )
+    write_results(
+        "world",
+        {"users": n, "seconds": secs, "users_per_s": ups, "rows": rows,
+         "naive_users": args.naive_users, "naive_users_per_s": naive_ups,
+         "rows_ratio": rows / secs / (naive_rows / naive_s), "peak_gb": peak_gb,
+         "seconds_per_1m_users": proj},
+        variant="quick" if args.quick else ("full" if n == 1_000_000 else f"users-{n}"),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
