@@ -121,7 +121,7 @@ outcome visit, {f["repeats"]} stratified 70/30 splits, champion {f["champion_lab
 {f["qini_ci_hi"]:.4f}], **uplift@30% {f["uplift_at_30_mean"]:.4f} [{f["uplift_at_30_ci_lo"]:.4f}, {f["uplift_at_30_ci_hi"]:.4f}]** (target ≥ 0.07; random targeting {f["random_ate"]:.3f}).
 All {f["learners"]} learners with {f["folds"]}-fold CV in {f["train_s"]:.0f} s (target < 180 s). Scoring from the registered
 pyfunc {_k(f["pyfunc_rows_per_s"])} rows/s (bare LightGBM {_k(f["lightgbm_rows_per_s"])}). On the world,
-the champion's PEHE {f["world_pehe"]:.3f} beats the T-learner's {f["world_pehe_t_learner"]:.3f}, and its targeting profit is {f["world_ratio_feature_oracle"]:.0%} of
+the champion's PEHE {f["world_pehe"]:.3f} {"beats" if f["world_pehe"] < f["world_pehe_t_learner"] else "does not beat"} the T-learner's {f["world_pehe_t_learner"]:.3f}, and its targeting profit is {f["world_ratio_feature_oracle"]:.0%} of
 an oracle fitted to the same features ({f["world_ratio_oracle"]:.0%} of one that knows each user's true uplift,
 which no model can reach: the world draws quadrants at random given the features)."""
 
