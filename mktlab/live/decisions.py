@@ -102,11 +102,14 @@ class DecisionLog:
         profiles: pd.DataFrame | None = None,
         features: Sequence[str] | None = None,
         actions: Sequence[str] = ACTIONS,
+        nodes: Sequence[str] | None = None,
     ):
         """Decisions of ``source`` joined with outcomes, as sandbox :class:`LoggedData`.
 
-        One row per decision about a coupon or message (``actions``): ``treatment`` 1 when it
-        was allowed, 0 when held out or refused, with the ``propensity`` of that choice.
+        One row per decision about a coupon or message (``actions``; ``nodes`` keeps only
+        those rule / node ids, e.g. a journey's holdout split with ``actions=("split",)``):
+        ``treatment`` 1 when it was allowed and not held out, 0 otherwise, with the
+        ``propensity`` of that choice.
         ``converted`` is 1 when the user had an ``outcome_event`` within ``window`` after
         the decision (``revenue`` sums ``revenue_col`` of those events). ``profiles``
         (indexed by, or with a column, ``user_id``) adds features for reward models and
@@ -121,7 +124,10 @@ class DecisionLog:
         dec = self.read(source=source)
         if dec.empty:
             raise NotFoundError(f"decision log {self.path}: no decisions of {source!r}")
-        dec = dec[dec["action"].isin(list(actions))].copy()
+        dec = dec[dec["action"].isin(list(actions))]
+        if nodes is not None:
+            dec = dec[dec["node"].isin(list(nodes))]
+        dec = dec.copy()
         if dec.empty:
             raise ValidationError(f"decision log: {source!r} made no {list(actions)} decisions")
         ev = events[events["event"] == outcome_event]
@@ -135,7 +141,7 @@ class DecisionLog:
         )
         out = pd.DataFrame({"user_id": ev["user_id"].astype(str).to_numpy(),
                             "ots": ets.to_numpy(dtype=float), "amt": amount})  # fmt: skip
-        dec["treatment"] = (dec["status"] == "ok").astype(int)
+        dec["treatment"] = ((dec["status"] == "ok") & ~dec["holdout"]).astype(int)
         dec = dec.reset_index(drop=True)
         dec["row"] = np.arange(len(dec))
         j = dec[["row", "user_id", "ts"]].astype({"user_id": str}).merge(out, on="user_id")
