@@ -304,6 +304,11 @@ class EventBus(ABC):
     def close(self) -> None:
         """Close the bus and every consumer it made."""
 
+    def trim(self) -> int:
+        """Delete events every group has acked; return how many (0 where the broker does it,
+        as RabbitMQ does on ack). Redis Streams keep acked entries until trimmed."""
+        return 0
+
     def __enter__(self) -> EventBus:
         return self
 

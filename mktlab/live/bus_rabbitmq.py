@@ -197,7 +197,10 @@ class RabbitMQBus(EventBus):
         good, payloads, bad = split_batch(
             events, invalid=invalid, known_events=self.known_events, max_bytes=self.max_bytes
         )
-        parts = partition_of([e.user_id for e in good], self.partitions).tolist() if good else []
+        if len(good) > 32:
+            parts = partition_of([e.user_id for e in good], self.partitions).tolist()
+        else:  # a few events: the scalar hash, no compiled kernel to load
+            parts = [partition_of(e.user_id, self.partitions) for e in good]
         items = [(self.exchange, f"p{p}", body, PERSISTENT) for p, body in zip(parts, payloads)]
         items += [self._dlq_item(payload, reason, detail) for payload, reason, detail in bad]
         if items:

@@ -93,6 +93,11 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class RedisBus(EventBus):
     """Event bus on Redis Streams (see the module docstring for keys and the algorithm).
 
@@ -228,7 +233,10 @@ class RedisBus(EventBus):
         )
         if not good and not bad:
             return PublishReport(0, 0)
-        parts = partition_of([e.user_id for e in good], self.partitions).tolist() if good else []
+        if len(good) > 32:
+            parts = partition_of([e.user_id for e in good], self.partitions).tolist()
+        else:  # a few events: the scalar hash, no compiled kernel to load
+            parts = [partition_of(e.user_id, self.partitions) for e in good]
         keys = [*self.stream_keys, self.dlq_key]
         now = repr(time.time())
         calls: list[list] = []
@@ -334,6 +342,34 @@ class RedisBus(EventBus):
             "dead_letters": 0 if isinstance(dlq, Exception) else int(dlq),
             "consumers": live,
         }
+
+    def trim(self) -> int:
+        """Delete stream entries every consumer group has read and acked; return how many.
+
+        Streams are never trimmed on publish (that could drop unread events). Call this
+        now and then (a worker between batches, a cron): per partition it removes entries
+        older than the oldest one some group still needs (pending, or not yet read).
+        Partitions without any group are left alone.
+        """
+
+        def run() -> int:
+            removed = 0
+            for key in self.stream_keys:
+                groups = self._r.xinfo_groups(key) if self._r.exists(key) else []
+                floor = None
+                for g in groups:
+                    need = _s(g["last-delivered-id"])
+                    if int(g["pending"]):
+                        oldest = self._r.xpending(key, _s(g["name"]))["min"]
+                        need = min((_id(need), _id(_s(oldest))))
+                        need = f"{need[0]}-{need[1]}"
+                    floor = need if floor is None else min(floor, need, key=_id)
+                if floor is not None and floor != "0-0":
+                    # exclusive of the floor itself: it may be the group's last read entry
+                    removed += int(self._r.xtrim(key, minid=floor, approximate=False))
+            return removed
+
+        return self._retry(run, "trim")
 
     def destroy(self) -> None:
         """Delete every key of this namespace (tests, demos). Consumers must be closed."""
@@ -447,7 +483,7 @@ class RedisConsumer(Consumer):
             self._inflight.pop(p, None)  # lost or given back: its in-flight set is void
         self._cursor = new_cursor
         deliveries: list[Delivery] = []
-        dead: list[tuple[int, bytes, bytes | None, BadEvent | None]] = []
+        dead: list[tuple[int, bytes, bytes | None, str, str]] = []
         known, max_bytes = self.bus.known_events, self.bus.max_bytes
         for part, redelivered, entries in out:
             part = int(part)
@@ -457,13 +493,17 @@ class RedisConsumer(Consumer):
                 mid = msg_id.decode()
                 if redelivered and mid in inflight:
                     continue  # still with the caller, who will ack it
-                if not fields or fields[0] != b"e" or len(fields) < 2:
-                    dead.append((part, msg_id, fields[1] if fields else None, None))
+                if not fields:  # deleted (XDEL) while pending: nothing left to handle
+                    dead.append((part, msg_id, None, "", ""))
+                    continue
+                if fields[0] != b"e" or len(fields) != 2:
+                    raw = b" ".join(fields)
+                    dead.append((part, msg_id, raw, "bad_field", "stream entry without field 'e'"))
                     continue
                 try:
                     ev = parse_event(fields[1], known_events=known, max_bytes=max_bytes)
                 except BadEvent as exc:
-                    dead.append((part, msg_id, fields[1], exc))
+                    dead.append((part, msg_id, fields[1], exc.reason, str(exc)))
                     continue
                 inflight.add(mid)
                 deliveries.append(Delivery(ev, part, mid, redelivered))
@@ -477,15 +517,10 @@ class RedisConsumer(Consumer):
 
         def run():
             pipe = self.bus._r.pipeline(transaction=False)
-            for part, msg_id, payload, exc in dead:
-                if payload is None:
-                    reason, detail, payload = "bad_field", "stream entry has no 'e' field", b""
-                else:
-                    reason, detail = exc.reason, str(exc)
-                pipe.xadd(
-                    self.bus.dlq_key,
-                    {"reason": reason, "payload": payload, "detail": detail, "ts": now},
-                )
+            for part, msg_id, payload, reason, detail in dead:
+                if payload is not None:
+                    fields = {"reason": reason, "payload": payload, "detail": detail, "ts": now}
+                    pipe.xadd(self.bus.dlq_key, fields)
                 pipe.xack(self.bus.stream_keys[part], self.group, msg_id)
             pipe.execute()
 

@@ -225,3 +225,38 @@ def test_partition_of_decides_the_stream(bus, redis_url):
             assert (
                 partition_of(fields[b"e"].split(b'"user_id":"')[1].split(b'"')[0].decode(), 4) == i
             )
+
+
+def test_trim_drops_only_what_every_group_has_acked(bus):
+    bus.ensure_group("slow")
+    bus.publish(events(8, 5))
+    fast = bus.consumer("g", "f", lease_ms=5000)
+    got = fast.poll(max_events=100, block_ms=0)
+    fast.ack(got[:30])  # 10 of the 40 stay pending in "g"
+    assert bus.trim() == 0  # "slow" has read nothing: everything is still needed
+    slow = bus.consumer("slow", "s", lease_ms=5000)
+    slow.ack(slow.poll(max_events=100, block_ms=0))
+    removed = bus.trim()
+    assert 0 < removed <= 30
+    left = sum(p["length"] for p in bus.stats("g")["partitions"].values())
+    assert left == 40 - removed
+    fast.close()  # the 10 pending still come back, in order, to the next consumer
+    again = bus.consumer("g", "f2", lease_ms=5000).poll(max_events=100, block_ms=0)
+    assert sorted(d.event.event_id for d in again) == sorted(d.event.event_id for d in got[30:])
+
+
+def test_foreign_and_deleted_entries_never_reach_the_caller(bus):
+    c1 = bus.consumer("g", "c1", lease_ms=5000)
+    c1.poll(block_ms=0)
+    bus._r.xadd(bus.stream_keys[0], {"x": "y"})  # some other producer's entry
+    assert c1.poll(block_ms=0) == []
+    [dl] = bus.dead_letters()
+    assert (dl.reason, dl.payload) == ("bad_field", b"x y")
+    bus.publish([{"user_id": "u1", "event": "view", "ts": TS}])
+    [d] = c1.poll(block_ms=0)
+    c1.close()  # read, not acked ...
+    bus._r.xdel(bus.stream_keys[d.partition], d.msg_id)  # ... and deleted meanwhile
+    c2 = bus.consumer("g", "c2", lease_ms=5000)
+    assert c2.poll(block_ms=0) == []
+    assert sum(p["pending"] for p in bus.stats("g")["partitions"].values()) == 0
+    assert len(bus.dead_letters()) == 1
