@@ -132,3 +132,21 @@ def test_a_rabbitmq_restart_loses_nothing(fresh_rabbitmq_server):
             _, u, k = eid.split("-")
             first.setdefault(u, []).append(int(k))
     assert all(v == sorted(v) for v in first.values())
+
+
+def test_a_hung_consumer_loses_its_partitions_after_about_lease_ms(bus):
+    bus.publish(events(3, 4))
+    hung = bus.consumer("g", "hung", lease_ms=2000)  # AMQP heartbeat of 1 s
+    taken = hung.poll(max_events=5, block_ms=500)
+    assert taken
+    standby = bus.consumer("g", "standby", lease_ms=2000)
+    assert standby.poll(max_events=50, block_ms=200) == []
+    # "hung" stops polling: no heartbeats, so the broker drops it and moves its messages
+    got, t0 = [], time.time()
+    while len(got) < 12 and time.time() - t0 < 15:
+        batch = standby.poll(max_events=50, block_ms=500)
+        got += batch
+        standby.ack(batch)
+    assert sorted(d.event.event_id for d in got) == sorted(e["event_id"] for e in events(3, 4))
+    assert {d.event.event_id for d in taken} <= {d.event.event_id for d in got if d.redelivered}
+    hung.close()
