@@ -78,6 +78,7 @@ class Publisher:
             self.declare(ch)
             impl = ch._impl  # the asynchronous channel under the blocking one
             self._tag = 0
+            self._low = 1  # lowest tag a multiple confirm may still cover
             self._outstanding: set[int] = set()
             self._failed: list[str] = []
             ready: list[bool] = []
@@ -94,13 +95,15 @@ class Publisher:
 
     def _on_confirm(self, frame) -> None:
         m = frame.method
-        if m.multiple:
-            done = {t for t in self._outstanding if t <= m.delivery_tag}
+        before = len(self._outstanding)
+        if m.multiple:  # every tag up to this one; each tag is visited once overall
+            for t in range(self._low, m.delivery_tag + 1):
+                self._outstanding.discard(t)
+            self._low = max(self._low, m.delivery_tag + 1)
         else:
-            done = {m.delivery_tag}
-        self._outstanding -= done
+            self._outstanding.discard(m.delivery_tag)
         if isinstance(m, Basic.Nack):
-            self._failed.append(f"broker nacked {len(done)} message(s)")
+            self._failed.append(f"broker nacked {before - len(self._outstanding)} message(s)")
 
     def _on_return(self, _ch, method, _props, _body) -> None:
         self._failed.append(f"unroutable: exchange={method.exchange!r} key={method.routing_key!r}")

@@ -218,7 +218,10 @@ def raw_bytes(raw: Any) -> bytes:
     if isinstance(raw, str):
         return raw.encode("utf-8", "replace")
     if isinstance(raw, Event):
-        return repr(raw).encode("utf-8", "replace")
+        try:
+            return raw.to_json()
+        except BadEvent:
+            return repr(raw).encode("utf-8", "replace")
     try:
         import json
 

@@ -19,7 +19,7 @@ it holds. Reading inside the same script as the lease check means a consumer can
 read a partition it does not hold. When nothing is there, the consumer waits with a plain
 ``XREAD BLOCK`` (which consumes nothing) and runs the script again.
 
-A namespace with a hash tag, e.g. ``{mktlab:live}``, keeps every key in one slot.
+Redis Cluster is refused: a poll touches every partition's keys in one script.
 """
 
 from __future__ import annotations

@@ -150,3 +150,15 @@ def test_a_hung_consumer_loses_its_partitions_after_about_lease_ms(bus):
     assert sorted(d.event.event_id for d in got) == sorted(e["event_id"] for e in events(3, 4))
     assert {d.event.event_id for d in taken} <= {d.event.event_id for d in got if d.redelivered}
     hung.close()
+
+
+def test_publishing_with_no_group_declared_is_refused_not_lost(amqp_url, ns):
+    from mktlab.errors import ConfigError
+
+    b = RabbitMQBus(amqp_url, partitions=2, namespace=f"{ns}-nogroup", groups=())
+    try:
+        with pytest.raises(ConfigError, match="consumer group"):
+            b.publish(events(1, 1))
+    finally:
+        b.destroy()
+        b.close()
