@@ -63,7 +63,11 @@ def feature_row_model(schema: dict[str, Any] | None, name: str) -> type[BaseMode
         else:
             fields[attr] = (
                 float,
-                Field(alias=col, ge=-FLOAT32_MAX, le=FLOAT32_MAX, description="numeric"),
+                # strict: a JSON number (int or float); true/false or "1.5" are refused
+                # as the published schema says, instead of being coerced to 1.0 / 1.5
+                Field(
+                    alias=col, strict=True, ge=-FLOAT32_MAX, le=FLOAT32_MAX, description="numeric"
+                ),
             )
     return create_model(name, __config__=_ROW_CONFIG, __doc__=f"Feature row: {cols}", **fields)
 
@@ -98,13 +102,17 @@ class IssueContext(BaseModel):
 
 class RefusedEvent(BaseModel):
     index: int = Field(description="position of the event in the request")
-    reason: str = Field(description="no_user_id, bad_timestamp, unknown_event, oversized, not_json or bad_field")
+    reason: str = Field(
+        description="no_user_id, bad_timestamp, unknown_event, oversized, not_json or bad_field"
+    )
     error: str
 
 
 class EventsResponse(BaseModel):
     published: int
-    dead_lettered: int = Field(description="malformed events, kept in the dead-letter store with their reason")
+    dead_lettered: int = Field(
+        description="malformed events, kept in the dead-letter store with their reason"
+    )
     refused: list[RefusedEvent]
 
 
@@ -150,7 +158,7 @@ class Journey(BaseModel):
             examples=[["search", "email"]],
         )
     )
-    conversions: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    conversions: float = Field(default=1.0, ge=0, allow_inf_nan=False, strict=True)
 
 
 class AttributeResponse(BaseModel):

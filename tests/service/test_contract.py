@@ -55,12 +55,18 @@ def test_every_answer_matches_the_published_spec(api_schema, method, path, mode)
         max_examples=MAX_EXAMPLES,
         deadline=None,
         database=None,
+        derandomize=True,  # the same cases every run: a failure is the code's, not the dice's
         phases=[Phase.explicit, Phase.generate],  # no shrinking: each step is an HTTP call
         suppress_health_check=list(HealthCheck),
     )
     @given(case=strategy)
     def check(case):
-        case.call_and_validate(timeout=30, excluded_checks=excluded)
+        response = case.call(timeout=30)
+        # a body over the size limit is refused with its documented 413 before it is read,
+        # whatever else is wrong with it: still a rejection, though not one of the 4xx
+        # statuses schemathesis expects for invalid data
+        skip = [schemathesis.checks.negative_data_rejection] if response.status_code == 413 else []
+        case.validate_response(response, excluded_checks=excluded + skip)
 
     check()
 
