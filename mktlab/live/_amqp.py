@@ -118,6 +118,8 @@ class Publisher:
     def publish(self, items: Sequence[tuple[str, str, bytes, BasicProperties]]) -> None:
         """Publish ``(exchange, routing_key, body, properties)`` items; return once confirmed."""
         self.open()
+        assert self.conn is not None  # open() succeeded or raised
+        assert self.ch is not None
         impl = self.ch._impl
         self._failed.clear()
         for exchange, key, body, props in items:

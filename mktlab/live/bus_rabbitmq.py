@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pika
 import pika.exceptions as px
 from pika.spec import BasicProperties
@@ -187,7 +188,12 @@ class RabbitMQBus(EventBus):
         with self._lock:
             if group not in self._groups:
                 self._groups.append(group)
-        self._retry(lambda: (self._pub.open(), self._declare(self._pub.ch, [group])), "declare")
+
+        def run() -> None:
+            self._pub.open()
+            self._declare(self._pub.ch, [group])
+
+        self._retry(run, "declare")
 
     # --- EventBus ---------------------------------------------------------------------
     def publish(
@@ -198,7 +204,7 @@ class RabbitMQBus(EventBus):
             events, invalid=invalid, known_events=self.known_events, max_bytes=self.max_bytes
         )
         if len(good) > 32:
-            parts = partition_of([e.user_id for e in good], self.partitions).tolist()
+            parts = np.asarray(partition_of([e.user_id for e in good], self.partitions)).tolist()
         else:  # a few events: the scalar hash, no compiled kernel to load
             parts = [partition_of(e.user_id, self.partitions) for e in good]
         items = [(self.exchange, f"p{p}", body, PERSISTENT) for p, body in zip(parts, payloads)]
@@ -265,6 +271,7 @@ class RabbitMQBus(EventBus):
         check_name(group, "group")
 
         def count(q: str) -> tuple[int, int] | None:
+            assert self._pub.conn is not None  # run() opened it
             ch = self._pub.conn.channel()
             try:
                 m = ch.queue_declare(q, passive=True).method

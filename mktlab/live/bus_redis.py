@@ -32,6 +32,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -167,7 +168,7 @@ class RedisBus(EventBus):
         # our own pool: payloads are bytes, and retries are ours (a blind client-side retry
         # of a poll script would lose the entries the first attempt read)
         tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
-        self._r = redis.Redis.from_url(
+        self._r = redis.Redis.from_url(  # type: ignore[call-overload]
             url,
             decode_responses=False,
             retry=Retry(NoBackoff(), 0),
@@ -234,7 +235,7 @@ class RedisBus(EventBus):
         if not good and not bad:
             return PublishReport(0, 0)
         if len(good) > 32:
-            parts = partition_of([e.user_id for e in good], self.partitions).tolist()
+            parts = np.asarray(partition_of([e.user_id for e in good], self.partitions)).tolist()
         else:  # a few events: the scalar hash, no compiled kernel to load
             parts = [partition_of(e.user_id, self.partitions) for e in good]
         keys = [*self.stream_keys, self.dlq_key]
@@ -356,13 +357,12 @@ class RedisBus(EventBus):
             removed = 0
             for key in self.stream_keys:
                 groups = self._r.xinfo_groups(key) if self._r.exists(key) else []
-                floor = None
+                floor: str | None = None
                 for g in groups:
                     need = _s(g["last-delivered-id"])
                     if int(g["pending"]):
-                        oldest = self._r.xpending(key, _s(g["name"]))["min"]
-                        need = min((_id(need), _id(_s(oldest))))
-                        need = f"{need[0]}-{need[1]}"
+                        oldest = _s(self._r.xpending(key, _s(g["name"]))["min"])
+                        need = min(need, oldest, key=_id)
                     floor = need if floor is None else min(floor, need, key=_id)
                 if floor is not None and floor != "0-0":
                     # exclusive of the floor itself: it may be the group's last read entry
