@@ -26,7 +26,6 @@ Figures go to ``benchmarks/results/bus.json``. Run: ``.venv/bin/python benchmark
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -39,13 +38,13 @@ import zlib
 from pathlib import Path
 
 import redis
+from _results import write_results  # benchmarks/_results.py
 
 from mktlab.config import settings
 from mktlab.live.bus_rabbitmq import RabbitMQBus
 from mktlab.live.bus_redis import RedisBus
 from mktlab.live.events import Event
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bus.json"
 PARTITIONS = 8
 BATCH = 1000
 TS = 1_800_000_000.0
@@ -258,10 +257,8 @@ def main() -> None:
         "partitions": PARTITIONS,
         "batch": BATCH,
         "targets_redis_events_per_s": {"publish": 50_000, "consume_and_ack": 30_000},
-        "cpus": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backends": {},
     }
     for label, binary in redis_binaries():
@@ -281,7 +278,7 @@ def main() -> None:
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
 
     print(
-        f"event bus benchmark ({out['size']}; {out['cpus']} CPUs, load {out['load_average_before']})"
+        f"event bus benchmark ({out['size']}; {os.cpu_count()} CPUs, load {out['load_average_before']})"
     )
     for name, res in out["backends"].items():
         keys = [k for k in res if isinstance(res[k], dict)]
@@ -294,11 +291,7 @@ def main() -> None:
             con = res["bus_consume_and_ack"]["events_per_s"]
             print(f"    targets: publish > 50,000/s {'met' if pub > 50_000 else 'NOT met'}; "
                   f"consume+ack > 30,000/s {'met' if con > 30_000 else 'NOT met'}")  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    doc[out["size"]] = out
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"  written to {RESULTS}")
+    write_results("bus", out)
 
 
 if __name__ == "__main__":
