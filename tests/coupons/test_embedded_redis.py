@@ -151,3 +151,22 @@ def test_a_server_left_by_a_killed_owner_is_shown_and_stopped_by_the_cli(data_di
     out, err = again.communicate(timeout=60)
     assert out.strip() == "kept", err
     assert not wait_gone(data_dir / "redis")
+
+
+def test_a_forked_child_does_not_stop_its_parents_server(data_dir):
+    code = """
+        import os, sys
+        from mktlab.coupons import get_redis
+        from mktlab.coupons.connection import embedded_status
+        get_redis().set("k", "v")
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a child exiting normally runs the inherited exit hooks
+        os.waitpid(pid, 0)
+        print(embedded_status()["running"], flush=True)
+    """
+    p = run(data_dir, code)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.strip() == "True"  # still running after the child's exit
+    assert not wait_gone(data_dir / "redis")  # and stopped by its owner
