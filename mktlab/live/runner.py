@@ -164,3 +164,93 @@ def build_engine(spec: Mapping[str, Any]) -> tuple[Any, Any]:
     engine = LiveEngine(strategies, journeys, context=ctx, redis=redis, executor=executor,
                         decisions=decisions, namespace=ns)  # fmt: skip
     return engine, open_bus_for(spec)
+
+
+def replay(
+    spec: Mapping[str, Any],
+    events: Any,
+    *,
+    workers: int = 2,
+    campaigns: Mapping[str, float] | None = None,
+    check: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Replay an event frame through the live loop and summarise what it did.
+
+    Publishes ``events`` (with a closing watermark), runs ``workers`` processes until the
+    bus is drained, and returns counts of decisions, coupons, deliveries and dead letters.
+    ``campaigns`` (id -> face value) are created in the spec's issuer first. With
+    ``check``, the decisions are compared with the in-memory simulation of the same
+    definitions (``equal_to_simulation``).
+    """
+    import time
+
+    import pandas as pd
+
+    from mktlab.coupons import Campaign, CouponIssuer
+    from mktlab.coupons.connection import get_redis
+    from mktlab.live.decisions import DecisionLog
+    from mktlab.live.producer import publish_frame
+    from mktlab.live.worker import run_workers
+
+    spec = dict(spec)
+    spec.setdefault("idle_exit", 3.0)
+    strategies, journeys, _ = definitions(spec)
+    issuer = CouponIssuer(get_redis(), spec.get("ledger_url"),
+                          namespace=spec.get("issuer_namespace") or "mktlab:cp")  # fmt: skip
+    for cid, value in (campaigns or {}).items():
+        try:
+            issuer.campaign(cid)
+        except KeyError:
+            issuer.create_campaign(Campaign(cid, stock=10_000_000, face_value=float(value),
+                                            per_user_limit=1000))  # fmt: skip
+    with open_bus_for(spec) as bus:
+        t0 = time.perf_counter()
+        pub = publish_frame(bus, events, tick=True, progress=progress)
+        t1 = time.perf_counter()
+        summaries = run_workers(spec, workers, wait=True)
+        t2 = time.perf_counter() - float(spec["idle_exit"])
+        dead = bus.stats(spec.get("group") or "live")["dead_letters"]
+    live = DecisionLog(spec.get("decisions_dir")).read()
+    ok = live[live["status"] == "ok"]
+    out: dict[str, Any] = {
+        "events": pub["published"],
+        "dead_letters": int(dead),
+        "publish_per_s": pub["published"] / max(t1 - t0, 1e-9),
+        "handle_per_s": pub["published"] / max(t2 - t1, 1e-9),
+        "decisions": len(live),
+        "coupons": int((ok["action"] == "coupon").sum()),
+        "messages": int((ok["action"] == "message").sum()),
+        "holdout": int(live["holdout"].sum()),
+        "workers": [{k: v for k, v in s.items() if k != "latencies"} for s in summaries],
+    }
+    if spec.get("deliver", True):
+        from mktlab.messaging import DeliveryLog
+
+        d = DeliveryLog(spec.get("delivery_url")).deliveries()
+        out["deliveries"] = len(d)
+        out["deliveries_unique"] = bool(d["key"].is_unique) if len(d) else True
+    if campaigns:
+        out["ledger_coupons"] = sum(issuer.ledger.count(c) for c in campaigns)
+    if check:
+        from mktlab.live.context import LiveContext
+        from mktlab.live.journey_runtime import DecisionRecord
+        from mktlab.live.journey_sim import simulate as simulate_journeys
+        from mktlab.strategy import simulate as simulate_strategies
+
+        ctx = LiveContext(tz=spec.get("tz") or "UTC")
+        ev = events.copy()
+        frames = [simulate_strategies(strategies, ev, ctx).decisions_frame()] if strategies else []
+        if journeys:
+            sim = simulate_journeys(journeys, ev, ctx, until=float(pd.to_numeric(ev["ts"]).max()))
+            fields = list(DecisionRecord.__dataclass_fields__)
+            frames.append(pd.DataFrame([DecisionRecord(**{f: r[f] for f in fields}).to_row()
+                                        for r in sim.decisions.to_dict("records")]))  # fmt: skip
+        exp = pd.concat(frames, ignore_index=True) if frames else live.iloc[:0]
+        keep = ["source", "node", "user_id", "ts", "action", "status", "arm"]
+
+        def norm(df):
+            return df[keep].astype(str).sort_values(keep).reset_index(drop=True)
+
+        out["equal_to_simulation"] = bool(norm(live).equals(norm(exp)))
+    return out
