@@ -218,6 +218,34 @@ same work in-process (the floor, one thread) runs {f["issue_in_process_rps"]:,.0
 one-row `/uplift` calls per second."""
 
 
+def bus(doc: dict) -> str:
+    f = _need(doc)
+    rows = []
+    for name, b in f["backends"].items():
+        pub = next(v for k, v in b.items() if k.startswith("bus_publish"))
+        con = b["bus_consume_and_ack"]
+        rows.append(f"| {name} ({b['server']}) | {pub['events_per_s']:,.0f} ({b['publish_ratio']:.1f}×) | "
+                    f"{con['events_per_s']:,.0f} ({b['consume_ratio']:.1f}×) |")  # fmt: skip
+    return (
+        f"The bus alone (`.venv/bin/python benchmarks/bus.py`, {f['partitions']} partitions, batches of "
+        f"{f['batch']:,}; anchors: one round trip or confirm per event; {f['machine']}):\n\n"
+        "| backend | publish events/s (× anchor) | consume + ack events/s (× anchor) |\n"
+        "| --- | --- | --- |\n" + "\n".join(rows)
+    )
+
+
+def messaging(doc: dict) -> str:
+    f = _need(doc)
+    pg = f.get("send_many_postgresql")
+    tail = f", {pg['msgs_per_s']:,.0f}/s on PostgreSQL" if pg else ""
+    return (
+        f"The gateway alone (`.venv/bin/python benchmarks/messaging.py --full`): `send_many` of "
+        f"{f['send_many']['messages']:,} messages in batches of {f['send_many']['batch']:,} at "
+        f"{f['send_many']['msgs_per_s']:,.0f}/s on SQLite{tail}, {f['ratio']:.1f}× a "
+        f"one-transaction-per-message `send` loop ({f['naive_send']['msgs_per_s']:,.0f}/s), same run."
+    )
+
+
 def uplift_latency(doc: dict) -> str:
     f = _need(doc)
     return (
@@ -228,7 +256,7 @@ def uplift_latency(doc: dict) -> str:
 
 
 _RENDERERS = (world, identity, audience, sandbox, rl, uplift, attribution, experiments, coupons,
-              service, uplift_latency)  # fmt: skip
+              service, uplift_latency, bus, messaging)  # fmt: skip
 SECTIONS: dict[str, Callable[[dict], str]] = {fn.__name__: fn for fn in _RENDERERS}
 
 

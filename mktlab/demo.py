@@ -225,8 +225,8 @@ def _uplift(ctx: dict[str, Any]) -> dict[str, Any]:
 def _sandbox(ctx: dict[str, Any]) -> dict[str, Any]:
     from mktlab.sandbox import (
         CouponTerms,
-        TreatmentPolicy,
         Strategy,
+        TreatmentPolicy,
         compare,
         from_world,
         log_results,
@@ -335,23 +335,30 @@ def _coupons(ctx: dict[str, Any]) -> dict[str, Any]:
 def _live(ctx: dict[str, Any]) -> dict[str, Any]:
     import uuid
 
-    from mktlab.live.runner import load_spec, replay
+    from mktlab.live.runner import load_spec
     from mktlab.live.synth import synthetic_events
+    from mktlab.live.worker import replay
 
     n_users = max(2_000, min(ctx["users"] // 10, 100_000))
     events = synthetic_events(n_users, n_users * 2, seed=ctx["seed"])
     tag = uuid.uuid4().hex[:6]
     out_dir = settings().live_dir / f"demo-{tag}"
     spec = load_spec(PROJ_ROOT / "examples" / "live.yaml")
-    spec.update(namespace=f"demo{tag}", issuer_namespace=f"demo{tag}:cp",
-                decisions_dir=str(out_dir / "decisions"),
-                delivery_url=f"sqlite:///{out_dir / 'deliveries.db'}")  # fmt: skip
+    spec.update(
+        namespace=f"demo{tag}",
+        issuer_namespace=f"demo{tag}:cp",
+        decisions_dir=str(out_dir / "decisions"),
+        delivery_url=f"sqlite:///{out_dir / 'deliveries.db'}",
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    r = replay(spec, events, workers=2, campaigns={"browse-rescue": 5.0, "spring-c10": 10.0},
-               progress=True)  # fmt: skip
+    r = replay(
+        spec, events, workers=2, campaigns={"browse-rescue": 5.0, "spring-c10": 10.0}, progress=True
+    )
     click.echo({k: v for k, v in r.items() if k != "workers"})
-    click.echo(f"live loop: decisions equal the simulation: {r['equal_to_simulation']}; "
-               f"coupons in the ledger == coupon decisions: {r['ledger_coupons'] == r['coupons']}")  # fmt: skip
+    click.echo(
+        f"live loop: decisions equal the simulation: {r['equal_to_simulation']}; "
+        f"coupons in the ledger == coupon decisions: {r['ledger_coupons'] == r['coupons']}"
+    )
     return {
         "live_events": r["events"],
         "live_handle_per_s": r["handle_per_s"],
@@ -418,7 +425,7 @@ def run_demo(
     s = settings()
     click.echo(f"\nMLflow: {s.mlflow_tracking_uri} (experiment 'demo'); data under {s.data_dir}")
     if serve:
-        from mktlab.service.demo import run_service_demo
+        from mktlab.service.walkthrough import run_service_demo
 
         click.secho("\n== model service", bold=True)
         run_service_demo(exit_after=exit_after)

@@ -324,3 +324,18 @@ def load_pyfunc_uri(uri: str) -> Any:
     """Load any MLflow model URI (``models:/name/3``, ``runs:/...``) as a pyfunc (for the service)."""
     tracking_uri()
     return _mlflow().pyfunc.load_model(uri)
+
+
+def bentoml_import(bentoml: Any, name: str, uri: str, **kwargs: Any) -> Any:
+    """Copy MLflow model ``uri`` into the BentoML model store (``bentoml.mlflow.import_model``).
+
+    BentoML's MLflow integration reads the registry itself, so it lives here with the rest
+    of mktlab's MLflow access; ``bentoml`` is the module the service configured.
+    """
+    tracking_uri()
+    return bentoml.mlflow.import_model(name, uri, **kwargs)
+
+
+def bentoml_load(bentoml: Any, tag: str) -> Any:
+    """Load a stored MLflow model from the BentoML model store as a pyfunc."""
+    return bentoml.mlflow.load_model(tag)

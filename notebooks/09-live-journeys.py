@@ -46,6 +46,7 @@ from mktlab.coupons import Campaign, CouponIssuer, get_redis
 from mktlab.datasets import make_world
 from mktlab.live import DecisionLog, Journey, LiveContext, open_bus, publish_frame, validate
 from mktlab.live import simulate as simulate_journeys
+from mktlab.live.decisions import same_decisions, simulated_decisions
 from mktlab.live.diagram import draw, to_mermaid
 from mktlab.live.runner import definitions, load_spec
 from mktlab.live.worker import run_workers
@@ -194,18 +195,11 @@ plt.tight_layout()
 plt.show()
 
 
-def _key(df):
-    keep = ["source", "node", "user_id", "ts", "action", "arm"]
-    return df[keep].astype(str).sort_values(keep).reset_index(drop=True)
-
-
-from mktlab.live.journey_runtime import DecisionRecord  # noqa: E402
-
-fields = list(DecisionRecord.__dataclass_fields__)
-sim_rows = pd.concat([sim_s, pd.DataFrame([DecisionRecord(**{f: r[f] for f in fields}).to_row()
-                                           for r in sim_j.decisions.to_dict("records")])])  # fmt: skip
-live_equals_sim = _key(live).equals(_key(sim_rows))
-print(f"published {pub['published']:,} events, {dead} dead letters; decisions live == simulation: {live_equals_sim}")
+expected = simulated_decisions([strategy], [journey], events, ctx)  # the sandbox's decisions
+live_equals_sim = same_decisions(live, expected)
+print(
+    f"published {pub['published']:,} events, {dead} dead letters; decisions live == simulation: {live_equals_sim}"
+)
 print(f"coupons issued {status['issued']:,} (ledger {issuer.ledger.count('nb-cart'):,}), "
       f"spend {status['budget_used']:,.0f}; deliveries {len(deliveries):,} "
       f"({deliveries['key'].nunique():,} distinct keys)")  # fmt: skip
@@ -225,14 +219,20 @@ print(f"coupons issued {status['issued']:,} (ledger {issuer.ledger.count('nb-car
 # the real effect.
 
 # %%
-from mktlab.sandbox import TreatmentPolicy, compare, replay  # noqa: E402
+from mktlab.sandbox import TreatmentPolicy, compare, replay
 
-profiles = world.profiles[["user_id", "age", "tier_level", "recency_days", "frequency_90d", "monetary_90d"]]
+profiles = world.profiles[
+    ["user_id", "age", "tier_level", "recency_days", "frequency_90d", "monetary_90d"]
+]
 feats = ["age", "tier_level", "recency_days", "frequency_90d", "monetary_90d"]
 ld = log.to_logged(events, source=journey.name, outcome_event="order", window="7d",
                    profiles=profiles, features=feats, actions=("split",), nodes=("holdout",))  # fmt: skip
 frame = ld.frame  # one row per treated-or-held-out decision, with its propensity
-rates = frame.groupby("treatment")["converted"].agg(["mean", "size"]).rename(index={0: "holdout", 1: "treated"})
+rates = (
+    frame.groupby("treatment")["converted"]
+    .agg(["mean", "size"])
+    .rename(index={0: "holdout", 1: "treated"})
+)
 lift = rates.loc["treated", "mean"] - rates.loc["holdout", "mean"]
 print(rates, f"\nlift against the holdout: {lift:+.4f}")
 
@@ -243,24 +243,28 @@ table = compare(res, baseline="journey-as-run")
 table[["conversions", "conversions_lo", "conversions_hi", "estimator"]]
 
 # %%
-from mktlab.uplift import make_learner  # noqa: E402
+from mktlab.uplift import make_learner
 
 X = ld.frame[feats].astype(float).fillna(0.0)
-learner = make_learner("t").fit(X, ld.frame["treatment"].to_numpy(), ld.frame["converted"].to_numpy())
+learner = make_learner("t").fit(
+    X, ld.frame["treatment"].to_numpy(), ld.frame["converted"].to_numpy()
+)
 scores = learner.predict(X)
-print(f"uplift retrained on {len(X):,} live decisions: mean predicted uplift {np.mean(scores):+.4f} "
-      f"(observed lift {lift:+.4f})")
+print(
+    f"uplift retrained on {len(X):,} live decisions: mean predicted uplift {np.mean(scores):+.4f} "
+    f"(observed lift {lift:+.4f})"
+)
 
 # %%
 results = {
     "n_events": int(pub["published"]),
     "dead_letters": int(dead),
     "live_equals_sim": bool(live_equals_sim),
-    "n_decisions": int(len(live)),
+    "n_decisions": len(live),
     "n_coupons": int(status["issued"]),
     "ledger_coupons": int(issuer.ledger.count("nb-cart")),
     "sim_coupons": int(predicted["journey coupons"]),
-    "n_deliveries": int(len(deliveries)),
+    "n_deliveries": len(deliveries),
     "distinct_delivery_keys": int(deliveries["key"].nunique()),
     "holdout_share": float(rates.loc["holdout", "size"] / rates["size"].sum()),
     "lift": float(lift),

@@ -112,13 +112,7 @@ LAYER_EXEMPTIONS: dict[tuple[str, str], str] = {
 # Modules that reach MLflow other than mktlab/tracking.py, each with its reason. Reaching
 # MLflow means importing ``mlflow`` or BentoML's MLflow integration ``bentoml.mlflow``
 # (which imports mlflow and reads the registry).
-MLFLOW_EXEMPTIONS: dict[str, str] = {
-    # BentoML's public API for MLflow models is bentoml.mlflow.import_model(name,
-    # "models:/name@champion"); it resolves the registry URI itself, so the service's
-    # model store cannot go through mktlab.tracking without copying the model by hand.
-    "mktlab.service.store": "imports @champion models with bentoml.mlflow.import_model",
-    "mktlab.service.core": "loads the imported models with bentoml.mlflow.load_model",
-}
+MLFLOW_EXEMPTIONS: dict[str, str] = {}
 
 
 def _is_orchestration(mod: str) -> bool:

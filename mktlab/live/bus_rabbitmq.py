@@ -45,7 +45,7 @@ from pika.spec import BasicProperties
 
 from mktlab.errors import ConfigError, ValidationError
 from mktlab.live._amqp import PERSISTENT, PIKA_ERRORS, Lost, Publisher, guard, is_open
-from mktlab.live.bus import (
+from mktlab.live.bus_base import (
     DEFAULT_GROUP,
     Consumer,
     DeadLetter,

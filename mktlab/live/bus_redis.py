@@ -38,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from mktlab.errors import ConfigError, ValidationError
-from mktlab.live.bus import (
+from mktlab.live.bus_base import (
     Consumer,
     DeadLetter,
     Delivery,

@@ -17,21 +17,53 @@ def _spec(spec_file, strategies, journeys, backend, partitions, namespace, clock
         spec["strategies"] = [str(Path(s).resolve()) for s in strategies]
     if journeys:
         spec["journeys"] = [str(Path(j).resolve()) for j in journeys]
-    for k, v in (("backend", backend), ("partitions", partitions), ("namespace", namespace),
-                 ("clock", clock), ("idle_exit", idle_exit)):  # fmt: skip
+    for k, v in (
+        ("backend", backend),
+        ("partitions", partitions),
+        ("namespace", namespace),
+        ("clock", clock),
+        ("idle_exit", idle_exit),
+    ):
         if v is not None:
             spec[k] = v
     return spec
 
 
 _common = [
-    click.option("--spec", "spec_file", type=click.Path(exists=True, dir_okay=False), help="A live spec YAML (see mktlab.live.runner)."),
-    click.option("--strategy", "strategies", multiple=True, type=click.Path(exists=True, dir_okay=False), help="A strategy YAML (repeatable)."),
-    click.option("--journey", "journeys", multiple=True, type=click.Path(exists=True, dir_okay=False), help="A journey YAML (repeatable)."),
-    click.option("--backend", type=click.Choice(["redis", "rabbitmq"]), default=None, help="Event bus (default MKTLAB_BUS)."),
-    click.option("--partitions", type=int, default=None, help="Bus partitions (default MKTLAB_BUS_PARTITIONS)."),
+    click.option(
+        "--spec",
+        "spec_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="A live spec YAML (see mktlab.live.runner).",
+    ),
+    click.option(
+        "--strategy",
+        "strategies",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="A strategy YAML (repeatable).",
+    ),
+    click.option(
+        "--journey",
+        "journeys",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="A journey YAML (repeatable).",
+    ),
+    click.option(
+        "--backend",
+        type=click.Choice(["redis", "rabbitmq"]),
+        default=None,
+        help="Event bus (default MKTLAB_BUS).",
+    ),
+    click.option(
+        "--partitions",
+        type=int,
+        default=None,
+        help="Bus partitions (default MKTLAB_BUS_PARTITIONS).",
+    ),
     click.option("--namespace", default=None, help="Key / queue prefix (default mktlab:live)."),
-]  # fmt: skip
+]
 
 
 def common(f):
@@ -54,7 +86,9 @@ def validate_cmd(spec_file, strategies, journeys, backend, partitions, namespace
     spec = _spec(spec_file, strategies, journeys, backend, partitions, namespace, None, None)
     s, j, t = definitions(spec)
     for x in s:
-        click.echo(f"strategy {x.key}: ok ({len(x.rules.rules) if x.rules else 0} rules, fingerprint {x.fingerprint()})")
+        click.echo(
+            f"strategy {x.key}: ok ({len(x.rules.rules) if x.rules else 0} rules, fingerprint {x.fingerprint()})"
+        )
     for x in j:
         click.echo(f"journey {x.name}:v{x.version}: ok ({len(x.nodes)} nodes)")
     click.echo(f"templates: {sorted(t) or 'none'}")
@@ -65,9 +99,19 @@ def validate_cmd(spec_file, strategies, journeys, backend, partitions, namespace
 @click.option("--backend", type=click.Choice(["redis", "rabbitmq"]), default=None)
 @click.option("--partitions", type=int, default=None)
 @click.option("--namespace", default="mktlab:live", show_default=True)
-@click.option("--group", default="live", show_default=True, help="Consumer group to declare first (RabbitMQ keeps events only for declared groups).")
+@click.option(
+    "--group",
+    default="live",
+    show_default=True,
+    help="Consumer group to declare first (RabbitMQ keeps events only for declared groups).",
+)
 @click.option("--rate", type=float, default=None, help="Pace at this many events per second.")
-@click.option("--tick/--no-tick", default=True, show_default=True, help="End with a watermark at the last event's time (fires due journey timers).")
+@click.option(
+    "--tick/--no-tick",
+    default=True,
+    show_default=True,
+    help="End with a watermark at the last event's time (fires due journey timers).",
+)
 def publish_cmd(events_file, backend, partitions, namespace, group, rate, tick) -> None:
     """Replay an event file (CSV, Parquet, JSON lines) onto the bus; bad rows are dead-lettered."""
     from mktlab.live.bus import open_bus
@@ -78,16 +122,31 @@ def publish_cmd(events_file, backend, partitions, namespace, group, rate, tick) 
         t0 = time.perf_counter()
         rep = publish_frame(bus, df, rate=rate, progress=True, tick=tick)
         dt = time.perf_counter() - t0
-    click.echo(f"published {rep['published']:,} events, dead-lettered {rep['dead_lettered']:,} "
-               f"in {dt:.2f}s ({rep['published'] / max(dt, 1e-9):,.0f}/s)")  # fmt: skip
+    click.echo(
+        f"published {rep['published']:,} events, dead-lettered {rep['dead_lettered']:,} "
+        f"in {dt:.2f}s ({rep['published'] / max(dt, 1e-9):,.0f}/s)"
+    )
 
 
 @live.command("run")
 @common
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
-@click.option("--clock", type=click.Choice(["event", "wall"]), default=None, help="Timers on event time (replays) or also the wall clock.")
-@click.option("--until-idle", "idle_exit", type=float, default=None, help="Exit after this many seconds without events.")
-def run_cmd(spec_file, strategies, journeys, backend, partitions, namespace, workers, clock, idle_exit) -> None:
+@click.option(
+    "--clock",
+    type=click.Choice(["event", "wall"]),
+    default=None,
+    help="Timers on event time (replays) or also the wall clock.",
+)
+@click.option(
+    "--until-idle",
+    "idle_exit",
+    type=float,
+    default=None,
+    help="Exit after this many seconds without events.",
+)
+def run_cmd(
+    spec_file, strategies, journeys, backend, partitions, namespace, workers, clock, idle_exit
+) -> None:
     """Start N workers on the bus (Ctrl+C or SIGTERM stops them after a last checkpoint)."""
     from mktlab.live.runner import definitions
     from mktlab.live.worker import run_workers
@@ -98,7 +157,9 @@ def run_cmd(spec_file, strategies, journeys, backend, partitions, namespace, wor
     s, j, _ = definitions(spec)  # refuse to launch anything invalid, before any process starts
     if not s and not j:
         raise click.UsageError("nothing to run: give --strategy, --journey or --spec")
-    click.echo(f"starting {workers} worker(s): {[x.key for x in s] + [f'{x.name}:v{x.version}' for x in j]}")
+    click.echo(
+        f"starting {workers} worker(s): {[x.key for x in s] + [f'{x.name}:v{x.version}' for x in j]}"
+    )
     if idle_exit is None:
         procs = run_workers(spec, workers, wait=False)
         try:
@@ -110,7 +171,9 @@ def run_cmd(spec_file, strategies, journeys, backend, partitions, namespace, wor
             stop_workers(procs)
         return
     for r in run_workers(spec, workers, wait=True):
-        click.echo(f"worker {r['index']}: {r['events']:,} events, {r['decisions']:,} decisions, effects {r['effects']}")
+        click.echo(
+            f"worker {r['index']}: {r['events']:,} events, {r['decisions']:,} decisions, effects {r['effects']}"
+        )
 
 
 @live.command("status")

@@ -17,7 +17,6 @@ from typing import Any
 
 from mktlab.errors import ValidationError
 
-
 _RATE_LUA = """
 local now, per, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
@@ -102,8 +101,14 @@ class LiveContext:
             self._rate = self.redis.register_script(_RATE_LUA)
         self._seq += 1
         member = f"{now!r}:{os.getpid()}:{self._seq}"
-        return bool(int(self._rate(keys=[f"{self.namespace}:rate:{key}"],
-                                   args=[repr(float(now)), int(per), int(max), member])))  # fmt: skip
+        return bool(
+            int(
+                self._rate(
+                    keys=[f"{self.namespace}:rate:{key}"],
+                    args=[repr(float(now)), int(per), int(max), member],
+                )
+            )
+        )
 
 
 def wall_clock() -> float:

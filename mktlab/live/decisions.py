@@ -57,12 +57,17 @@ class DecisionLog:
     def __repr__(self) -> str:
         return f"DecisionLog({str(self.path)!r})"
 
-    def append(self, rows: Sequence[dict[str, Any]], *, partition: int | None = None) -> Path | None:
+    def append(
+        self, rows: Sequence[dict[str, Any]], *, partition: int | None = None
+    ) -> Path | None:
         """Write ``rows`` (dicts with :data:`~mktlab.strategy.DECISION_COLUMNS`) as one segment."""
         if not rows:
             return None
         tag = "x" if partition is None else f"p{int(partition):04d}"
-        out = self.path / f"{tag}-{pd.Timestamp.now('UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
+        out = (
+            self.path
+            / f"{tag}-{pd.Timestamp.now('UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
+        )
         return write_parquet(_frame(rows), out)
 
     def segments(self) -> list[Path]:
@@ -139,8 +144,13 @@ class DecisionLog:
             if revenue_col and revenue_col in ev.columns
             else np.ones(len(ev))
         )
-        out = pd.DataFrame({"user_id": ev["user_id"].astype(str).to_numpy(),
-                            "ots": ets.to_numpy(dtype=float), "amt": amount})  # fmt: skip
+        out = pd.DataFrame(
+            {
+                "user_id": ev["user_id"].astype(str).to_numpy(),
+                "ots": ets.to_numpy(dtype=float),
+                "amt": amount,
+            }
+        )
         dec["treatment"] = ((dec["status"] == "ok") & ~dec["holdout"]).astype(int)
         dec = dec.reset_index(drop=True)
         dec["row"] = np.arange(len(dec))
@@ -171,3 +181,38 @@ class DecisionLog:
             ts_col="ts",
             features=tuple(cols) if cols else None,
         )
+
+
+COMPARED = ("source", "node", "user_id", "ts", "action", "status", "arm")
+
+
+def simulated_decisions(
+    strategies, journeys, events: pd.DataFrame, context, *, until=None
+) -> pd.DataFrame:
+    """The decision-log rows the in-memory simulations make for ``events``.
+
+    Strategies through :func:`mktlab.strategy.simulate`, journeys through
+    :func:`mktlab.live.journey_sim.simulate` (timers up to ``until``, default the last
+    event, as a replay that ends with a watermark tick): what the live loop must log.
+    """
+    from mktlab.live.journey_sim import simulate as simulate_journeys
+    from mktlab.strategy import simulate as simulate_strategies
+
+    frames = []
+    if strategies:
+        frames.append(simulate_strategies(list(strategies), events, context).decisions_frame())
+    if journeys:
+        end = float(pd.to_numeric(events["ts"]).max()) if until is None else until
+        sim = simulate_journeys(list(journeys), events, context, until=end)
+        frames.append(pd.DataFrame(sim.decision_rows(), columns=list(DECISION_COLUMNS)))
+    return pd.concat(frames, ignore_index=True) if frames else _frame([])
+
+
+def same_decisions(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two decision tables hold the same decisions (order and dtypes aside)."""
+
+    def norm(df: pd.DataFrame) -> pd.DataFrame:
+        cols = list(COMPARED)
+        return df[cols].astype(str).sort_values(cols).reset_index(drop=True)
+
+    return bool(norm(a).equals(norm(b)))

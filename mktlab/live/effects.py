@@ -39,8 +39,14 @@ class EffectExecutor:
         Where ``update`` effects set fields (``<namespace>:profile:<user>``).
     """
 
-    def __init__(self, issuer: Any = None, gateway: Any = None, redis: Any = None,
-                 namespace: str = "mktlab:live", tz: Any = None):  # fmt: skip
+    def __init__(
+        self,
+        issuer: Any = None,
+        gateway: Any = None,
+        redis: Any = None,
+        namespace: str = "mktlab:live",
+        tz: Any = None,
+    ):
         self.issuer, self.gateway, self.redis = issuer, gateway, redis
         self.namespace = namespace
         self.tz = tz
@@ -87,10 +93,18 @@ class EffectExecutor:
         for e in effects:
             p = e.payload
             tz = self.tz(e.user_id) if callable(self.tz) else self.tz
-            msgs.append(Message(key=e.key, user_id=e.user_id, template=p["template"],
-                                channels=tuple(p.get("channels") or ("push",)), ts=float(e.ts),
-                                campaign_id=p.get("campaign_id"), params=dict(p.get("params") or {}),
-                                tz=tz))  # fmt: skip
+            msgs.append(
+                Message(
+                    key=e.key,
+                    user_id=e.user_id,
+                    template=p["template"],
+                    channels=tuple(p.get("channels") or ("push",)),
+                    ts=float(e.ts),
+                    campaign_id=p.get("campaign_id"),
+                    params=dict(p.get("params") or {}),
+                    tz=tz,
+                )
+            )
         return [f"message_{r.status}" for r in self.gateway.send_many(msgs)]
 
     def _updates(self, effects: list[Any]) -> list[str]:

@@ -69,6 +69,7 @@ class _Partition:
         self.order.append(event_id)
         if len(self.order) > RECENT_IDS:
             self.seen.discard(self.order.popleft())
+
     watermark: float = float("-inf")
 
 
@@ -122,7 +123,9 @@ class LiveEngine:
                 f"live engine: strategy/journey names must be unique; repeated: {dup}"
             )
         self.journeys = {j.name: jr.compile_journey(j) for j in journeys}
-        self._order = list(self.journeys)  # journeys step in definition order, as the simulation does
+        self._order = list(
+            self.journeys
+        )  # journeys step in definition order, as the simulation does
         self._entry_by_event: dict[str, list[str]] = {}
         self._entry_any = [n for n, cj in self.journeys.items() if cj.entry_events is None]
         for n, cj in self.journeys.items():
@@ -135,7 +138,9 @@ class LiveEngine:
         # what ran: window state checkpointed under other definitions is not reused
         import hashlib
 
-        defs = sorted([s.fingerprint() for s in self.strategies] + [j.fingerprint() for j in journeys])
+        defs = sorted(
+            [s.fingerprint() for s in self.strategies] + [j.fingerprint() for j in journeys]
+        )
         self.fingerprint = hashlib.sha256("|".join(defs).encode()).hexdigest()[:16]
         self._jr = jr
         self.context = context
@@ -143,8 +148,11 @@ class LiveEngine:
         self.namespace = namespace
         self._sent: list[float] = []
         self._network: Any = None
-        cap_channels = {c.channel for st in self.strategies
-                        for c in (*st.caps, *(st.rules.caps if st.rules else ()))}  # fmt: skip
+        cap_channels = {
+            c.channel
+            for st in self.strategies
+            for c in (*st.caps, *(st.rules.caps if st.rules else ()))
+        }
         self.caps = BatchCapLedger(RedisCapLedger(self.redis, namespace), cap_channels)
         self.executor = executor or EffectExecutor()
         self.decision_log = decisions or DecisionLog()
@@ -181,7 +189,9 @@ class LiveEngine:
         if same_defs:  # windows counted for other definitions would mislead these rules
             for name, eng in self._window_engines(part):
                 for user, blob in self.redis.hgetall(self._k(f"win:{name}", p)).items():
-                    eng.restore_user(user.decode() if isinstance(user, bytes) else user, _bytes(blob))
+                    eng.restore_user(
+                        user.decode() if isinstance(user, bytes) else user, _bytes(blob)
+                    )
         for eid in self.redis.zrange(self._k("seen", p), -RECENT_IDS, -1):
             part.remember(eid.decode() if isinstance(eid, bytes) else eid)
         if ck and "watermark" in ck:
@@ -259,8 +269,9 @@ class LiveEngine:
         out, rep = RunResult(), BatchReport()
         deliveries = list(deliveries)
         if self.strategies and deliveries:  # the batch's cap histories in one round trip
-            self.caps.prefetch([d.event.user_id for d in deliveries],
-                               min(d.event.ts for d in deliveries))  # fmt: skip
+            self.caps.prefetch(
+                [d.event.user_id for d in deliveries], min(d.event.ts for d in deliveries)
+            )
         for d in deliveries:
             part = self.partition(d.partition)
             ev = d.event
@@ -324,8 +335,11 @@ class LiveEngine:
 
         Returns the number of decision rows written.
         """
-        todo = [p for p in (list(partitions) if partitions is not None else list(self.parts))
-                if p in self.parts]  # fmt: skip
+        todo = [
+            p
+            for p in (list(partitions) if partitions is not None else list(self.parts))
+            if p in self.parts
+        ]
         rows = [r for p in todo for r in self.parts[p].decisions]
         if rows:  # one segment per checkpoint, whatever the number of partitions
             self.decision_log.append(rows, partition=todo[0] if len(todo) == 1 else None)

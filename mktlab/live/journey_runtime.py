@@ -588,10 +588,7 @@ class EntryWindows:
         row.update(user_id=event.user_id, ts=round(event.ts * NS), event=event.event)
         return frozenset(self.names[d.rule_id] for d in self._engine.process(row))
 
-    @property
-    def engine(self) -> Any:
-        """The rules' :class:`~mktlab.rules.online.OnlineEngine` counting the windows (or None)."""
-        return self._engine
+    engine = property(lambda self: self._engine, doc="The rules' OnlineEngine counting the windows (or None).")
 
     def snapshot(self) -> bytes:
         """The window counts as bytes (a worker checkpoint); see :meth:`restore`."""

@@ -99,6 +99,12 @@ class SimResult:
     effects: pd.DataFrame
     states: Mapping[tuple[str, str], JourneyState] = field(default_factory=dict)
 
+    def decision_rows(self) -> list[dict]:
+        """The decisions as decision-log rows (what a live worker writes for them)."""
+        fields = list(DecisionRecord.__dataclass_fields__)
+        return [DecisionRecord(**{f: r[f] for f in fields}).to_row()
+                for r in self.decisions.to_dict("records")]  # fmt: skip
+
     def node_counts(self, journey: str) -> dict[str, int]:
         """Distinct users with a decision at each node of ``journey`` (for diagrams)."""
         d = self.decisions[self.decisions["journey"] == journey]

@@ -64,7 +64,12 @@ def tick_events(partitions: int, ts: float) -> list[dict[str, Any]]:
         uid = f"__tick{k}"
         p = int(partition_of(uid, partitions))
         if p not in out:
-            out[p] = {"user_id": uid, "event": TICK_EVENT, "ts": float(ts), "event_id": f"tick:{p}:{ts!r}"}
+            out[p] = {
+                "user_id": uid,
+                "event": TICK_EVENT,
+                "ts": float(ts),
+                "event_id": f"tick:{p}:{ts!r}",
+            }
         k += 1
     return [out[p] for p in sorted(out)]
 

@@ -50,15 +50,23 @@ def synthetic_events(
     cat_a = rng.integers(0, len(names), n_sessions)
     cat = np.where(rng.random(total) < 0.8, cat_a[sess], rng.integers(0, len(names), total))
     u = rng.random(total)
-    ev = np.where(u < 0.72, 0, np.where(u < 0.86, 1, np.where(u < 0.91, 2, np.where(u < 0.95, 3, np.where(u < 0.97, 4, 5)))))
+    ev = np.where(
+        u < 0.72,
+        0,
+        np.where(
+            u < 0.86, 1, np.where(u < 0.91, 2, np.where(u < 0.95, 3, np.where(u < 0.97, 4, 5)))
+        ),
+    )
     amount = np.where(ev == 3, np.round(rng.gamma(2.0, 30.0, total), 2), 0.0)
-    df = pd.DataFrame({
-        "user_id": [f"{user_prefix}{i}" for i in users[sess]],
-        "ts": np.round(ts, 3),
-        "event": np.asarray(EVENT_TYPES)[ev],
-        "category": names[cat],
-        "amount": amount,
-    })
+    df = pd.DataFrame(
+        {
+            "user_id": [f"{user_prefix}{i}" for i in users[sess]],
+            "ts": np.round(ts, 3),
+            "event": np.asarray(EVENT_TYPES)[ev],
+            "category": names[cat],
+            "amount": amount,
+        }
+    )
     df = df.sort_values("ts", kind="stable").head(n_events).reset_index(drop=True)
     df.insert(0, "event_id", [f"e{seed}-{i}" for i in range(len(df))])
     return df

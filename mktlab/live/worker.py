@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +137,9 @@ def run_worker(
                     on_batch(rep)
             if clock == "wall":
                 engine.flush_timers(time.time())
-            if unacked and (time.monotonic() - last_ck >= checkpoint_every or len(unacked) >= 20 * max_events):
+            if unacked and (
+                time.monotonic() - last_ck >= checkpoint_every or len(unacked) >= 20 * max_events
+            ):
                 flush()
         except _transient() as exc:
             recover(exc)
@@ -160,8 +162,13 @@ def _transient() -> tuple[type[BaseException], ...]:
 
     from mktlab.errors import ServiceUnavailableError
 
-    out: list[type[BaseException]] = [ServiceUnavailableError, redis.exceptions.ConnectionError,
-                                      redis.exceptions.TimeoutError, ConnectionError, OSError]  # fmt: skip
+    out: list[type[BaseException]] = [
+        ServiceUnavailableError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        ConnectionError,
+        OSError,
+    ]
     try:
         import pika.exceptions as px
 
@@ -185,7 +192,9 @@ def _child(spec: dict[str, Any], index: int, stop_file: str | None, result_q: An
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     engine, bus = build_engine(spec)
-    consumer = open_consumer(bus, spec, name=f"{spec.get('worker_prefix', 'w')}{index}-{os.getpid()}")
+    consumer = open_consumer(
+        bus, spec, name=f"{spec.get('worker_prefix', 'w')}{index}-{os.getpid()}"
+    )
 
     def watch() -> None:
         while stop_file and not stop.is_set():
@@ -194,13 +203,26 @@ def _child(spec: dict[str, Any], index: int, stop_file: str | None, result_q: An
             time.sleep(0.2)
 
     threading.Thread(target=watch, daemon=True).start()
-    stats = run_worker(engine, consumer, stop=stop, clock=spec.get("clock", "event"),
-                       idle_exit=spec.get("idle_exit"), max_events=spec.get("batch", 1000),
-                       checkpoint_every=spec.get("checkpoint_every", 0.25))  # fmt: skip
+    stats = run_worker(
+        engine,
+        consumer,
+        stop=stop,
+        clock=spec.get("clock", "event"),
+        idle_exit=spec.get("idle_exit"),
+        max_events=spec.get("batch", 1000),
+        checkpoint_every=spec.get("checkpoint_every", 0.25),
+    )
     consumer.close()
     if result_q is not None:
-        result_q.put({"index": index, "events": stats.events, "decisions": stats.decisions,
-                      "effects": stats.effects, "latencies": stats.latencies[-200_000:]})  # fmt: skip
+        result_q.put(
+            {
+                "index": index,
+                "events": stats.events,
+                "decisions": stats.decisions,
+                "effects": stats.effects,
+                "latencies": stats.latencies[-200_000:],
+            }
+        )
 
 
 def run_workers(spec: dict[str, Any], n: int = 2, *, wait: bool = True) -> list[Any]:
@@ -211,8 +233,10 @@ def run_workers(spec: dict[str, Any], n: int = 2, *, wait: bool = True) -> list[
     """
     ctx = mp.get_context("spawn")
     q = ctx.Queue() if wait else None
-    procs = [ctx.Process(target=_child, args=(spec, i, spec.get("stop_file"), q), daemon=False)
-             for i in range(n)]  # fmt: skip
+    procs = [
+        ctx.Process(target=_child, args=(spec, i, spec.get("stop_file"), q), daemon=False)
+        for i in range(n)
+    ]
     for p in procs:
         p.start()
     if not wait:
@@ -229,3 +253,80 @@ def stop_workers(procs: Sequence[Any], timeout: float = 10.0) -> None:
             p.terminate()
     for p in procs:
         p.join(timeout)
+
+
+def replay(
+    spec: Mapping[str, Any],
+    events: Any,
+    *,
+    workers: int = 2,
+    campaigns: Mapping[str, float] | None = None,
+    check: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Replay an event frame through the live loop and summarise what it did.
+
+    Publishes ``events`` (with a closing watermark), runs ``workers`` processes until the
+    bus is drained, and returns counts of decisions, coupons, deliveries and dead letters.
+    ``campaigns`` (id -> face value) are created in the spec's issuer first. With
+    ``check``, the decisions are compared with the in-memory simulation of the same
+    definitions (``equal_to_simulation``).
+    """
+    import time
+
+    from mktlab.coupons import Campaign, CouponIssuer
+    from mktlab.coupons.connection import get_redis
+    from mktlab.live.decisions import DecisionLog
+    from mktlab.live.producer import publish_frame
+
+    spec = dict(spec)
+    spec.setdefault("idle_exit", 3.0)
+    from mktlab.live.runner import definitions, open_bus_for
+
+    strategies, journeys, _ = definitions(spec)
+    issuer = CouponIssuer(
+        get_redis(), spec.get("ledger_url"), namespace=spec.get("issuer_namespace") or "mktlab:cp"
+    )
+    for cid, value in (campaigns or {}).items():
+        try:
+            issuer.campaign(cid)
+        except KeyError:
+            issuer.create_campaign(
+                Campaign(cid, stock=10_000_000, face_value=float(value), per_user_limit=1000)
+            )
+    with open_bus_for(spec) as bus:
+        t0 = time.perf_counter()
+        pub = publish_frame(bus, events, tick=True, progress=progress)
+        t1 = time.perf_counter()
+        summaries = run_workers(spec, workers, wait=True)
+        t2 = time.perf_counter() - float(spec["idle_exit"])
+        dead = bus.stats(spec.get("group") or "live")["dead_letters"]
+    live = DecisionLog(spec.get("decisions_dir")).read()
+    ok = live[live["status"] == "ok"]
+    out: dict[str, Any] = {
+        "events": pub["published"],
+        "dead_letters": int(dead),
+        "publish_per_s": pub["published"] / max(t1 - t0, 1e-9),
+        "handle_per_s": pub["published"] / max(t2 - t1, 1e-9),
+        "decisions": len(live),
+        "coupons": int((ok["action"] == "coupon").sum()),
+        "messages": int((ok["action"] == "message").sum()),
+        "holdout": int(live["holdout"].sum()),
+        "workers": [{k: v for k, v in s.items() if k != "latencies"} for s in summaries],
+    }
+    if spec.get("deliver", True):
+        from mktlab.messaging import DeliveryLog
+
+        d = DeliveryLog(spec.get("delivery_url")).deliveries()
+        out["deliveries"] = len(d)
+        out["deliveries_unique"] = bool(d["key"].is_unique) if len(d) else True
+    if campaigns:
+        out["ledger_coupons"] = sum(issuer.ledger.count(c) for c in campaigns)
+    if check:
+        from mktlab.live.context import LiveContext
+        from mktlab.live.decisions import same_decisions, simulated_decisions
+
+        ctx = LiveContext(tz=spec.get("tz") or "UTC")
+        expected = simulated_decisions(strategies, journeys, events, ctx)
+        out["equal_to_simulation"] = same_decisions(live, expected)
+    return out

@@ -4,7 +4,7 @@
 defined in :mod:`mktlab.service.service` and imported lazily here, because defining it
 reads the BentoML model store (the served champions shape the typed inputs).
 
-- :mod:`~mktlab.service.store`: MLflow ``@champion`` -> BentoML model store (import, promote).
+- :mod:`~mktlab.service.models`: MLflow ``@champion`` -> BentoML model store (import, promote).
 - :mod:`~mktlab.service.core`: the request logic, callable in-process (tests, benchmark).
 - :mod:`~mktlab.service.server`: start/stop ``bentoml serve`` as a subprocess.
 """

@@ -13,7 +13,7 @@ def models() -> None:
 @models.command("list")
 def list_models() -> None:
     """Registry champion vs the copy in the BentoML model store, per served model."""
-    from mktlab.service import store
+    from mktlab.service import models as store
 
     rows = store.model_table()
     click.echo(
@@ -35,7 +35,7 @@ def promote(name: str, version: str) -> None:
 
     A running service picks it up on restart (`make serve`).
     """
-    from mktlab.service import store
+    from mktlab.service import models as store
 
     m = store.promote(name, version)
     click.echo(f"{name}@champion -> version {m.mlflow_version}; stored as {m.tag}")
@@ -46,7 +46,7 @@ def promote(name: str, version: str) -> None:
 @click.option("--force", is_flag=True, help="Copy again even if the stored copy is current.")
 def import_(names: tuple[str, ...], force: bool) -> None:
     """Import the registered champions (default: uplift, attribution, rl_policy)."""
-    from mktlab.service import store
+    from mktlab.service import models as store
 
     for name in names or tuple(store.SERVED_MODELS):
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,8 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mktlab import tracking
 from mktlab.config import service_settings, settings
 from mktlab.errors import MktlabError, NotFoundError, ServiceUnavailableError, ValidationError
+from mktlab.service.answers import _answer, _first, _num
 
 DENIAL_REASONS = (
     "holdout",
@@ -136,18 +137,18 @@ class ServiceCore:
     def from_store(cls, served: Mapping[str, Any] | None = None, **kwargs: Any) -> ServiceCore:
         """Load models from the BentoML model store.
 
-        ``served`` maps names to :class:`~mktlab.service.store.ServedModel` (what the
+        ``served`` maps names to :class:`~mktlab.service.models.ServedModel` (what the
         service class declared); default: the newest stored model of each served name.
         """
-        from mktlab.service import store
+        from mktlab.service import models as store
 
         bentoml = store.bentoml_module()
         present = dict(served) if served is not None else store.require_models()
         models, served, schemas = {}, {}, {}
         for name, sm in present.items():
-            models[name] = bentoml.mlflow.load_model(sm.tag)
+            models[name] = tracking.bentoml_load(bentoml, sm.tag)
             with contextlib.suppress(Exception):  # not every pyfunc wraps a python object
-                single_threaded(models[name].unwrap_python_model())
+                store.single_threaded(models[name].unwrap_python_model())
             served[name] = {"tag": sm.tag, "mlflow_version": sm.mlflow_version}
             schemas[name] = {
                 k: sm.metadata.get(k) for k in ("input_columns", "categorical") if k in sm.metadata
@@ -428,9 +429,15 @@ class ServiceCore:
         else:
             res = issuer.issue(campaign_id, user_id, request_id)
             ans = _answer(
-                campaign_id, user_id, request_id, res.status, res.reason,
-                coupon_code=res.coupon_code, seq=res.seq, uplift=uplift,
-            )  # fmt: skip
+                campaign_id,
+                user_id,
+                request_id,
+                res.status,
+                res.reason,
+                coupon_code=res.coupon_code,
+                seq=res.seq,
+                uplift=uplift,
+            )
             if res.transient:
                 return ans
         # remember the answer for retries; an issued coupon counts towards the caps of every
@@ -518,8 +525,10 @@ class ServiceCore:
         ns = settings().live_namespace
         counters = self.issuer().redis.hgetall(f"{ns}:metrics")
         st = self.bus().stats("live")
-        return {"dead_letters": int(st.get("dead_letters") or 0),
-                "workers": {k: int(v) for k, v in counters.items()}}  # fmt: skip
+        return {
+            "dead_letters": int(st.get("dead_letters") or 0),
+            "workers": {k: int(v) for k, v in counters.items()},
+        }
 
     # ------------------------------------------------------------------ status
     def campaign(self, campaign_id: str) -> dict[str, Any]:
@@ -529,13 +538,29 @@ class ServiceCore:
         except NotFoundError:
             raise NotFoundError(f"campaign_id={campaign_id!r}: no such campaign") from None
         strategy = self.strategies.for_campaign(campaign_id)
-        keys = ("campaign_id", "stock", "issued", "remaining", "budget", "budget_used", "paused",
-                "ready", "ledger_issued", "outbox_backlog", "pending")  # fmt: skip
+        keys = (
+            "campaign_id",
+            "stock",
+            "issued",
+            "remaining",
+            "budget",
+            "budget_used",
+            "paused",
+            "ready",
+            "ledger_issued",
+            "outbox_backlog",
+            "pending",
+        )
         out = {k: st.get(k) for k in keys}
         out["strategy"] = (
-            {"name": strategy.name, "version": strategy.version, "audience": strategy.audience,
-             "holdout": strategy.holdout, "policy": strategy.policy.to_dict(),
-             "caps": [c.to_dict() for c in strategy.caps]}  # fmt: skip
+            {
+                "name": strategy.name,
+                "version": strategy.version,
+                "audience": strategy.audience,
+                "holdout": strategy.holdout,
+                "policy": strategy.policy.to_dict(),
+                "caps": [c.to_dict() for c in strategy.caps],
+            }
             if strategy
             else None
         )
@@ -563,72 +588,3 @@ class ServiceCore:
             },
             "uplift_threshold": self.threshold,
         }
-
-
-def single_threaded(obj: Any, _depth: int = 0, _seen: set | None = None) -> int:
-    """Set ``n_jobs=1`` on every fitted estimator inside ``obj``; return how many.
-
-    A served model answers one small request per thread: worker processes and batching
-    give the parallelism. LightGBM fitted with ``n_jobs=2`` starts an OpenMP team for
-    every one-row predict, which under load costs tens of milliseconds per call.
-    """
-    seen = _seen if _seen is not None else set()
-    if (
-        _depth > 8
-        or id(obj) in seen
-        or isinstance(obj, str | bytes | int | float | np.ndarray | pd.DataFrame)
-    ):
-        return 0
-    seen.add(id(obj))
-    n = 0
-    if hasattr(obj, "n_jobs") and hasattr(obj, "set_params") and getattr(obj, "n_jobs", 1) != 1:
-        with contextlib.suppress(Exception):
-            obj.set_params(n_jobs=1)
-            n += 1
-    if isinstance(obj, dict):
-        children = list(obj.values())
-    elif isinstance(obj, list | tuple | set):
-        children = list(obj)
-    else:
-        children = list(getattr(obj, "__dict__", {}).values())
-    for child in children:
-        n += single_threaded(child, _depth + 1, seen)
-    return n
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _first(pred: Any, column: str) -> Any:
-    if isinstance(pred, pd.DataFrame):
-        return pred[column].iloc[0] if column in pred.columns else pred.iloc[0, 0]
-    if isinstance(pred, pd.Series):
-        return pred.iloc[0]
-    arr = np.asarray(pred)
-    return arr.reshape(-1)[0].item() if arr.size else None
-
-
-def _answer(
-    campaign_id: str,
-    user_id: str,
-    request_id: str,
-    status: str,
-    reason: str | None,
-    *,
-    coupon_code: str | None = None,
-    seq: int | None = None,
-    uplift: float | None = None,
-    replayed: bool = False,
-) -> dict[str, Any]:
-    return {
-        "campaign_id": campaign_id,
-        "user_id": user_id,
-        "request_id": request_id,
-        "status": status,
-        "reason": reason,
-        "coupon_code": coupon_code,
-        "seq": seq,
-        "uplift": uplift,
-        "replayed": replayed,
-    }

@@ -29,7 +29,8 @@ from pydantic import Field
 from mktlab.config import service_settings
 from mktlab.coupons.connection import stop_started_embedded
 from mktlab.errors import MktlabError
-from mktlab.service import schemas, store
+from mktlab.service import models as store
+from mktlab.service import schemas
 from mktlab.service.core import ServiceCore
 from mktlab.service.http import MktlabHTTPMiddleware, error_body, error_response, status_of
 from mktlab.service.metrics import metrics

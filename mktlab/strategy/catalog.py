@@ -63,7 +63,9 @@ class StrategyCatalog:
     def get(self, name: str) -> Strategy:
         items = self._scan()
         if name not in items:
-            raise NotFoundError(f"strategy {name!r}: not saved in {self.path}; saved: {sorted(items)}")
+            raise NotFoundError(
+                f"strategy {name!r}: not saved in {self.path}; saved: {sorted(items)}"
+            )
         return items[name]
 
     def for_campaign(self, campaign_id: str) -> Strategy | None:
@@ -81,15 +83,18 @@ class StrategyCatalog:
             raise ValidationError(f"strategy: expected a Strategy, got {type(strategy).__name__}")
         items = self._scan()
         old = items.get(strategy.name)
-        if old is not None and not replace and old.to_dict() != strategy.to_dict():
-            if strategy.version <= old.version:
-                raise ValidationError(
-                    f"strategy {strategy.name!r}: version {strategy.version} is saved already with "
-                    f"another definition; save it as version {old.version + 1}"
-                )
+        changed = old is not None and not replace and old.to_dict() != strategy.to_dict()
+        if changed and strategy.version <= old.version:
+            raise ValidationError(
+                f"strategy {strategy.name!r}: version {strategy.version} is saved already with "
+                f"another definition; save it as version {old.version + 1}"
+            )
         if strategy.campaign_id is not None:
-            other = [s.name for s in items.values()
-                     if s.campaign_id == strategy.campaign_id and s.name != strategy.name]  # fmt: skip
+            other = [
+                s.name
+                for s in items.values()
+                if s.campaign_id == strategy.campaign_id and s.name != strategy.name
+            ]
             if other:
                 raise ValidationError(
                     f"campaign {strategy.campaign_id!r} is governed by strategy {other[0]!r} already"

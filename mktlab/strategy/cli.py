@@ -41,7 +41,9 @@ def list_cmd() -> None:
     cat = StrategyCatalog()
     for name in cat.names():
         s = cat.get(name)
-        click.echo(f"{s.key}\tcampaign={s.campaign_id}\tpolicy={s.policy.kind}\tholdout={s.holdout:g}")
+        click.echo(
+            f"{s.key}\tcampaign={s.campaign_id}\tpolicy={s.policy.kind}\tholdout={s.holdout:g}"
+        )
 
 
 @strategy.command("schema")

@@ -132,12 +132,17 @@ class Eligibility:
             if len(self._cache) > 200_000:
                 self._cache.clear()
             s = self.strategy  # the scalar twins of in_holdout / random_draw
-            hold = s.holdout > 0 and bucket_of(user_id, f"{s.assignment_salt}:holdout") / N_BUCKETS < s.holdout
+            hold = (
+                s.holdout > 0
+                and bucket_of(user_id, f"{s.assignment_salt}:holdout") / N_BUCKETS < s.holdout
+            )
             draw = bucket_of(user_id, f"{s.assignment_salt}:draw:{s.policy.seed}") / N_BUCKETS
             hit = self._cache[user_id] = (hold, draw)
         return hit
 
-    def check(self, user_id: str, channel: str, ts: float, key: str, *, record: bool = True) -> Verdict:
+    def check(
+        self, user_id: str, channel: str, ts: float, key: str, *, record: bool = True
+    ) -> Verdict:
         """Decide one action (``channel`` is ``"coupon"`` or a message channel).
 
         With ``record`` (the live loop), an allowed action counts towards the caps at
@@ -169,7 +174,9 @@ class Eligibility:
         else:
             cap = self.caps.check(user_id, channel, ts, key, self._caps)
         if cap is not None:
-            return Verdict(False, "capped", f"cap {cap.channel} {cap.max}/{cap.per}s", p, False, uplift)
+            return Verdict(
+                False, "capped", f"cap {cap.channel} {cap.max}/{cap.per}s", p, False, uplift
+            )
         return Verdict(True, "ok", "", p, False, uplift)
 
 
@@ -279,7 +286,9 @@ class RedisCapLedger:
         try:
             hit = int(self._script(keys=self._keys(user_id, channel), args=args))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise ServiceUnavailableError(f"Redis is unreachable for frequency caps: {exc}") from exc
+            raise ServiceUnavailableError(
+                f"Redis is unreachable for frequency caps: {exc}"
+            ) from exc
         return live[hit - 1] if hit else None
 
     def check(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
@@ -322,8 +331,9 @@ class BatchCapLedger(MemoryCapLedger):
         pipe = r.pipeline(transaction=False)
         for u in users:
             for ch in self.channels:
-                pipe.zrangebyscore(self.ledger.keys_of(u, ch)[0], ts_min - self._horizon, "+inf",
-                                   withscores=True)  # fmt: skip
+                pipe.zrangebyscore(
+                    self.ledger.keys_of(u, ch)[0], ts_min - self._horizon, "+inf", withscores=True
+                )
         got = pipe.execute()
         i = 0
         for u in users:
@@ -331,7 +341,9 @@ class BatchCapLedger(MemoryCapLedger):
                 rows = got[i]
                 i += 1
                 if rows:
-                    lst = sorted((float(sc), m.decode() if isinstance(m, bytes) else m) for m, sc in rows)
+                    lst = sorted(
+                        (float(sc), m.decode() if isinstance(m, bytes) else m) for m, sc in rows
+                    )
                     self._hist[(u, ch)] = lst
                     self._keys.update((u, k) for _, k in lst)
 

@@ -26,9 +26,22 @@ from mktlab.strategy.eligibility import CapLedger, Eligibility, EligibilityConte
 from mktlab.strategy.spec import Strategy
 
 DECISION_COLUMNS = (
-    "key", "source", "version", "node", "user_id", "ts", "event_id", "action", "status",
-    "reason", "arm", "p_treat", "propensity", "holdout", "uplift",
-)  # fmt: skip
+    "key",
+    "source",
+    "version",
+    "node",
+    "user_id",
+    "ts",
+    "event_id",
+    "action",
+    "status",
+    "reason",
+    "arm",
+    "p_treat",
+    "propensity",
+    "holdout",
+    "uplift",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +109,17 @@ class StrategyRuntime:
             max_coupons_per_event=strategy.rules.max_coupons_per_event,
         )
         self._bare, self._profiles, self._audiences = bare, profiles, audiences
-        self._engine: OnlineEngine | None = None  # built on first direct use (StrategySet has its own)
+        self._engine: OnlineEngine | None = (
+            None  # built on first direct use (StrategySet has its own)
+        )
         self.events = self._events_used(bare)
 
     @property
     def engine(self) -> OnlineEngine:
         if self._engine is None:
-            self._engine = OnlineEngine(self._bare, profiles=self._profiles,
-                                        audiences=self._audiences, order="per_user")  # fmt: skip
+            self._engine = OnlineEngine(
+                self._bare, profiles=self._profiles, audiences=self._audiences, order="per_user"
+            )
         return self._engine
 
     @staticmethod
@@ -129,14 +145,19 @@ class StrategyRuntime:
         self.engine.restore(data)
 
     def on_event(
-        self, user_id: str, ts: float, event: str, event_id: str, props: Mapping[str, Any] | None = None
+        self,
+        user_id: str,
+        ts: float,
+        event: str,
+        event_id: str,
+        props: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Decisions and effects of one event (``ts`` in epoch seconds, event time)."""
         out = RunResult()
         if self.events is not None and event not in self.events:
             return out  # no rule reads this event type: nothing to match or remember
         row = dict(props or {})
-        row.update(user_id=user_id, ts=int(round(ts * 1e9)), event=event)
+        row.update(user_id=user_id, ts=round(ts * 1e9), event=event)
         return self.decide(self.engine.process(row), user_id, ts, event_id, props)
 
     def decide(self, fired, user_id: str, ts: float, event_id: str, props) -> RunResult:
@@ -147,29 +168,62 @@ class StrategyRuntime:
             a = d.action
             key = f"{s.key}:{d.rule_id}:{i}:{user_id}:{event_id}"
             base = {
-                "key": key, "source": s.name, "version": s.version, "node": d.rule_id,
-                "user_id": user_id, "ts": ts, "event_id": event_id,
-            }  # fmt: skip
+                "key": key,
+                "source": s.name,
+                "version": s.version,
+                "node": d.rule_id,
+                "user_id": user_id,
+                "ts": ts,
+                "event_id": event_id,
+            }
             if isinstance(a, SetLifecycle):
-                out.effects.append(Effect("update", key, user_id, d.rule_id, ts, {"lifecycle": a.state}))
+                out.effects.append(
+                    Effect("update", key, user_id, d.rule_id, ts, {"lifecycle": a.state})
+                )
                 out.decisions.append(
-                    {**base, "action": "update", "status": "ok", "reason": "", "arm": "treated",
-                     "p_treat": 1.0, "propensity": 1.0, "holdout": False, "uplift": None}  # fmt: skip
+                    {
+                        **base,
+                        "action": "update",
+                        "status": "ok",
+                        "reason": "",
+                        "arm": "treated",
+                        "p_treat": 1.0,
+                        "propensity": 1.0,
+                        "holdout": False,
+                        "uplift": None,
+                    }
                 )
                 continue
             kind = "coupon" if isinstance(a, IssueCoupon) else "message"
             if not d.allowed:  # stacked: more coupons than the rule set allows per event
                 out.decisions.append(
-                    {**base, "action": kind, "status": d.status, "reason": d.reason, "arm": "control",
-                     "p_treat": 0.0, "propensity": 1.0, "holdout": False, "uplift": None}  # fmt: skip
+                    {
+                        **base,
+                        "action": kind,
+                        "status": d.status,
+                        "reason": d.reason,
+                        "arm": "control",
+                        "p_treat": 0.0,
+                        "propensity": 1.0,
+                        "holdout": False,
+                        "uplift": None,
+                    }
                 )
                 continue
             v = self.eligibility.check(user_id, a.channel, ts, key)
             arm = "treated" if v.allowed else ("holdout" if v.holdout else "control")
             out.decisions.append(
-                {**base, "action": kind, "status": v.status, "reason": v.reason, "arm": arm,
-                 "p_treat": v.p_treat, "propensity": v.propensity, "holdout": v.holdout,
-                 "uplift": v.uplift}  # fmt: skip
+                {
+                    **base,
+                    "action": kind,
+                    "status": v.status,
+                    "reason": v.reason,
+                    "arm": arm,
+                    "p_treat": v.p_treat,
+                    "propensity": v.propensity,
+                    "holdout": v.holdout,
+                    "uplift": v.uplift,
+                }
             )
             if not v.allowed:
                 continue
@@ -185,7 +239,9 @@ class StrategyRuntime:
                     "template": a.template,
                     "channels": list(s.message_channels(a.channel)),
                     "campaign_id": s.campaign_id,
-                    "params": {k: v for k, v in (props or {}).items() if isinstance(v, str | int | float)},
+                    "params": {
+                        k: v for k, v in (props or {}).items() if isinstance(v, str | int | float)
+                    },
                     "source": s.name,
                 }
             out.effects.append(Effect(kind, key, user_id, d.rule_id, ts, payload))
@@ -219,35 +275,53 @@ class StrategySet:
         if len(set(names)) != len(names):
             raise SchemaError(f"strategies: names must be unique, got {names}")
         ledger = caps or MemoryCapLedger()
-        self.runtimes = [StrategyRuntime(s, context, ledger, profiles=profiles, audiences=audiences)
-                         for s in self.strategies]  # fmt: skip
+        self.runtimes = [
+            StrategyRuntime(s, context, ledger, profiles=profiles, audiences=audiences)
+            for s in self.strategies
+        ]
         merged, self._owner = [], []
         for k, rt in enumerate(self.runtimes):
             for r in rt.strategy.rules.active_rules:
-                merged.append(Rule(id=f"s{k}.{r.id}", when=r.when, conditions=r.conditions,
-                                   actions=r.actions, priority=0))  # fmt: skip
+                merged.append(
+                    Rule(
+                        id=f"s{k}.{r.id}",
+                        when=r.when,
+                        conditions=r.conditions,
+                        actions=r.actions,
+                        priority=0,
+                    )
+                )
                 self._owner.append((k, r.id))
         self._rule_of = {f"s{k}.{rid}": (k, rid) for k, rid in self._owner}
         net = network
         if net is None and merged:
             from mktlab.rules.compiler import compile_rules
 
-            net = compile_rules(RuleSet(name="live", rules=tuple(merged), max_coupons_per_event=10**9))
+            net = compile_rules(
+                RuleSet(name="live", rules=tuple(merged), max_coupons_per_event=10**9)
+            )
         self.network = net
         self.engine = (
-            OnlineEngine(net, profiles=profiles, audiences=audiences, order="per_user") if net else None
+            OnlineEngine(net, profiles=profiles, audiences=audiences, order="per_user")
+            if net
+            else None
         )
         used = [rt.events for rt in self.runtimes]
         self.events = None if any(u is None for u in used) else frozenset().union(*used)
 
     def on_event(
-        self, user_id: str, ts: float, event: str, event_id: str, props: Mapping[str, Any] | None = None
+        self,
+        user_id: str,
+        ts: float,
+        event: str,
+        event_id: str,
+        props: Mapping[str, Any] | None = None,
     ) -> RunResult:
         out = RunResult()
         if self.engine is None or (self.events is not None and event not in self.events):
             return out
         row = dict(props or {})
-        row.update(user_id=user_id, ts=int(round(ts * 1e9)), event=event)
+        row.update(user_id=user_id, ts=round(ts * 1e9), event=event)
         fired = self.engine.process(row)
         if not fired:
             return out
@@ -257,8 +331,15 @@ class StrategySet:
             per.setdefault(k, []).append(d.__class__(rid, d.action, d.status, d.reason))
         for k in sorted(per):
             rt = self.runtimes[k]
-            out.extend(rt.decide(_stack(per[k], rt.strategy.rules.max_coupons_per_event),
-                                 user_id, ts, event_id, props))  # fmt: skip
+            out.extend(
+                rt.decide(
+                    _stack(per[k], rt.strategy.rules.max_coupons_per_event),
+                    user_id,
+                    ts,
+                    event_id,
+                    props,
+                )
+            )
         return out
 
 
@@ -299,7 +380,9 @@ def simulate(
     if "event_id" not in ev.columns:
         ev["event_id"] = [f"row{i}" for i in range(len(ev))]
     ev = ev.sort_values("ts", kind="stable")
-    runtime = StrategySet(strategies, context, MemoryCapLedger(), profiles=profiles, audiences=audiences)
+    runtime = StrategySet(
+        strategies, context, MemoryCapLedger(), profiles=profiles, audiences=audiences
+    )
     extra = [c for c in ev.columns if c not in ("user_id", "ts", "event", "event_id")]
     out = RunResult()
     cols = ["user_id", "ts", "event", "event_id", *extra]

@@ -38,7 +38,9 @@ STRATEGY_SCHEMA: dict[str, Any] = {
                     "required": ["kind"],
                     "additionalProperties": False,
                     "properties": {
-                        "kind": {"enum": ["none", "all", "random", "uplift_threshold", "rule", "logged"]},
+                        "kind": {
+                            "enum": ["none", "all", "random", "uplift_threshold", "rule", "logged"]
+                        },
                         "rate": _NUMBER,
                         "seed": {"type": "integer"},
                         "model": {"type": "string"},

@@ -168,15 +168,23 @@ class Strategy:
         if self.policy.kind == "rule" and self.rules is None:
             raise ValidationError(f"strategy {self.name!r}: policy 'rule' needs a rules section")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
-            raise ValidationError(f"strategy.version: expected an integer >= 1, got {self.version!r}")
-        if isinstance(self.holdout, bool) or not isinstance(self.holdout, int | float) or not (
-            0 <= self.holdout < 1
+            raise ValidationError(
+                f"strategy.version: expected an integer >= 1, got {self.version!r}"
+            )
+        if (
+            isinstance(self.holdout, bool)
+            or not isinstance(self.holdout, int | float)
+            or not (0 <= self.holdout < 1)
         ):
-            raise ValidationError(f"strategy.holdout: expected a fraction in [0, 1), got {self.holdout!r}")
+            raise ValidationError(
+                f"strategy.holdout: expected a fraction in [0, 1), got {self.holdout!r}"
+            )
         if self.campaign_id is not None:
             from mktlab.coupons.campaign import CAMPAIGN_ID_RE
 
-            if not isinstance(self.campaign_id, str) or not CAMPAIGN_ID_RE.fullmatch(self.campaign_id):
+            if not isinstance(self.campaign_id, str) or not CAMPAIGN_ID_RE.fullmatch(
+                self.campaign_id
+            ):
                 raise ValidationError(
                     f"strategy.campaign_id={self.campaign_id!r}: expected 1-64 letters, digits, _.-"
                 )
@@ -184,7 +192,9 @@ class Strategy:
         object.__setattr__(self, "channels", tuple(self.channels))
         for c in self.channels:
             if c not in CHANNEL_NAMES:
-                raise ValidationError(f"strategy.channels: unknown channel {c!r}; known: {CHANNEL_NAMES}")
+                raise ValidationError(
+                    f"strategy.channels: unknown channel {c!r}; known: {CHANNEL_NAMES}"
+                )
         templates = {}
         for k, t in dict(self.templates).items():
             if isinstance(t, str):
@@ -200,7 +210,11 @@ class Strategy:
 
             for r in self.rules.rules:
                 for a in r.actions:
-                    if isinstance(a, SendMessage) and self.templates and a.template not in self.templates:
+                    if (
+                        isinstance(a, SendMessage)
+                        and self.templates
+                        and a.template not in self.templates
+                    ):
                         raise ValidationError(
                             f"strategy {self.name!r}: rule {r.id!r} sends template {a.template!r}, "
                             f"which strategy.templates does not define ({sorted(self.templates)})"

@@ -18,7 +18,7 @@ from mktlab.audience.catalog import check_name
 from mktlab.coupons import Campaign
 from mktlab.coupons.campaign import check_campaign_id, check_request_id, check_user_id
 from mktlab.errors import ValidationError
-from mktlab.live.bus import check_name as check_bus_name
+from mktlab.live.bus_base import check_name as check_bus_name
 from mktlab.live.events import Event
 from mktlab.live.journey import EntryNode, ExitNode, Journey
 from mktlab.rules.model import AtomicEvent, Rule

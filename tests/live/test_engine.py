@@ -39,21 +39,37 @@ def ns():
 def _deliveries(events: pd.DataFrame) -> list[Delivery]:
     out = []
     for i, row in enumerate(events.itertuples(index=False)):
-        ev = Event(row.event_id, row.user_id, float(row.ts), row.event,
-                   {"category": row.category, "amount": float(row.amount)})  # fmt: skip
+        ev = Event(
+            row.event_id,
+            row.user_id,
+            float(row.ts),
+            row.event,
+            {"category": row.category, "amount": float(row.amount)},
+        )
         out.append(Delivery(ev, int(partition_of(row.user_id, PARTS)), f"{i}-0", False))
     return out
 
 
 def _ctx(events, ns):
     users = sorted(events["user_id"].unique())
-    return LiveContext(audiences={"all": set(users)}, uplift={u: 0.05 for u in users},
-                       redis=get_redis(), namespace=ns)  # fmt: skip
+    return LiveContext(
+        audiences={"all": set(users)},
+        uplift={u: 0.05 for u in users},
+        redis=get_redis(),
+        namespace=ns,
+    )
 
 
 def _engine(strategy, ctx, ns, tmp_path, issuer=None):
-    return LiveEngine([strategy], [], context=ctx, redis=get_redis(), namespace=ns,
-                      executor=EffectExecutor(issuer), decisions=DecisionLog(tmp_path / "dec"))  # fmt: skip
+    return LiveEngine(
+        [strategy],
+        [],
+        context=ctx,
+        redis=get_redis(),
+        namespace=ns,
+        executor=EffectExecutor(issuer),
+        decisions=DecisionLog(tmp_path / "dec"),
+    )
 
 
 def _cols(df):
@@ -81,7 +97,9 @@ def test_crash_between_checkpoints_replays_without_doubling(ns, tmp_path):
     ctx = _ctx(events, ns)
     r = get_redis()
     issuer = CouponIssuer(r, namespace=f"{ns}:cp", ledger=f"sqlite:///{tmp_path / 'ledger.db'}")
-    issuer.create_campaign(Campaign("browse-rescue", stock=100_000, face_value=5.0, per_user_limit=1000))
+    issuer.create_campaign(
+        Campaign("browse-rescue", stock=100_000, face_value=5.0, per_user_limit=1000)
+    )
     dels = _deliveries(events)
     first = _engine(s, ctx, ns, tmp_path, issuer)
     first.process(dels[:1000])
@@ -109,7 +127,8 @@ def test_replaying_a_checkpointed_batch_is_skipped(ns, tmp_path):
     a.checkpoint()
     b = _engine(s, ctx, ns, tmp_path)  # checkpoint written, ack lost: all redelivered
     rep = b.process(dels)
-    assert rep.skipped == len(dels) and rep.events == 0
+    assert rep.skipped == len(dels)
+    assert rep.events == 0
 
 
 JOURNEY = Path(__file__).resolve().parents[2] / "examples" / "journeys" / "browse_abandon.yaml"
@@ -130,12 +149,25 @@ def test_journeys_live_equal_the_simulation_across_a_crash(ns, tmp_path):
     ctx = LiveContext(tz="Europe/Paris")
     sim = simulate_journeys([j], events, ctx)
     fields = list(DecisionRecord.__dataclass_fields__)
-    sim_rows = pd.DataFrame([DecisionRecord(**{f: r[f] for f in fields}).to_row()
-                             for r in sim.decisions.to_dict("records")])  # fmt: skip
+    sim_rows = pd.DataFrame(
+        [
+            DecisionRecord(**{f: r[f] for f in fields}).to_row()
+            for r in sim.decisions.to_dict("records")
+        ]
+    )
     assert {"enter", "coupon", "message", "timeout"} <= set(sim_rows["action"])
     dels = _deliveries(events)
-    mk = lambda: LiveEngine([], [j], context=LiveContext(tz="Europe/Paris", redis=get_redis(), namespace=ns),  # noqa: E731
-                            redis=get_redis(), namespace=ns, decisions=DecisionLog(tmp_path / "dec"))
+
+    def mk():
+        return LiveEngine(
+            [],
+            [j],
+            context=LiveContext(tz="Europe/Paris", redis=get_redis(), namespace=ns),
+            redis=get_redis(),
+            namespace=ns,
+            decisions=DecisionLog(tmp_path / "dec"),
+        )
+
     a = mk()
     a.process(dels[:1500])
     a.checkpoint()

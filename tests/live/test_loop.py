@@ -48,19 +48,31 @@ def _rabbit_up() -> bool:
 
 BACKENDS = [
     "redis",
-    pytest.param("rabbitmq", marks=pytest.mark.skipif(
-        not _rabbit_up(), reason="RabbitMQ is not running at MKTLAB_AMQP_URL (127.0.0.1:5672)")),
-]  # fmt: skip
+    pytest.param(
+        "rabbitmq",
+        marks=pytest.mark.skipif(
+            not _rabbit_up(), reason="RabbitMQ is not running at MKTLAB_AMQP_URL (127.0.0.1:5672)"
+        ),
+    ),
+]
 
 
 def _spec(tmp_path: Path, backend: str) -> dict:
     tag = uuid.uuid4().hex[:8]
     spec = load_spec(EXAMPLES / "live.yaml")
-    spec.update(backend=backend, namespace=f"tl{tag}", partitions=4, group="live",
-                issuer_namespace=f"tl{tag}:cp", ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-                delivery_url=f"sqlite:///{tmp_path / 'deliveries.db'}",
-                decisions_dir=str(tmp_path / "decisions"), idle_exit=3.0, checkpoint_every=0.1,
-                tz="Europe/Paris")  # fmt: skip
+    spec.update(
+        backend=backend,
+        namespace=f"tl{tag}",
+        partitions=4,
+        group="live",
+        issuer_namespace=f"tl{tag}:cp",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        delivery_url=f"sqlite:///{tmp_path / 'deliveries.db'}",
+        decisions_dir=str(tmp_path / "decisions"),
+        idle_exit=3.0,
+        checkpoint_every=0.1,
+        tz="Europe/Paris",
+    )
     return spec
 
 
@@ -77,8 +89,12 @@ def _expected(spec, events):
     s = simulate(strategies, events, ctx).decisions_frame()
     sim = simulate_journeys(journeys, events, ctx, until=float(events["ts"].max()))
     fields = list(DecisionRecord.__dataclass_fields__)
-    j = pd.DataFrame([DecisionRecord(**{f: r[f] for f in fields}).to_row()
-                      for r in sim.decisions.to_dict("records")])  # fmt: skip
+    j = pd.DataFrame(
+        [
+            DecisionRecord(**{f: r[f] for f in fields}).to_row()
+            for r in sim.decisions.to_dict("records")
+        ]
+    )
     return pd.concat([s, j], ignore_index=True)
 
 
@@ -98,8 +114,12 @@ def test_events_through_the_bus_equal_the_simulation(tmp_path, backend):
     spec = _spec(tmp_path, backend)
     issuer = _issuer(spec)
     events = synthetic_events(120, 3000, seed=21)
-    bad = pd.DataFrame([{"user_id": "", "event": "view", "ts": 1.79e9},
-                        {"user_id": "u1", "event": "view", "ts": "yesterday"}])  # fmt: skip
+    bad = pd.DataFrame(
+        [
+            {"user_id": "", "event": "view", "ts": 1.79e9},
+            {"user_id": "u1", "event": "view", "ts": "yesterday"},
+        ]
+    )
     try:
         with open_bus(backend, partitions=4, namespace=spec["namespace"], groups=("live",)) as bus:
             rep = publish_frame(bus, pd.concat([events, bad], ignore_index=True), tick=True)

@@ -86,7 +86,7 @@ def _service_registry(workspace: Path):
 def served_models(workspace: Path, _service_registry: Path) -> dict:
     """Train tiny real models, register them as @champion and import them into the store."""
     from mktlab.attribution import attribute, log_attribution, simulate_paths
-    from mktlab.service import store
+    from mktlab.service import models as store
     from mktlab.uplift import simulate, train
 
     data = simulate(n=3000, seed=1)

@@ -6,7 +6,7 @@ import pytest
 
 from mktlab import tracking
 from mktlab.cli import main
-from mktlab.service import store
+from mktlab.service import models as store
 
 
 def test_models_list_shows_champions_and_store(served_models, capsys):

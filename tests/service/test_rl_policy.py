@@ -20,7 +20,7 @@ def _policy(model_input):
 @pytest.fixture(scope="module")
 def rl_store(workspace, served_models):
     """A separate model store holding uplift and an rl_policy (the session store stays as is)."""
-    from mktlab.service import store
+    from mktlab.service import models as store
 
     home = workspace / "models-rl"
     old = os.environ.get("BENTOML_HOME")

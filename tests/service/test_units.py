@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError as PydanticError
 
-from mktlab.service.core import single_threaded
+from mktlab.service.models import single_threaded
 from mktlab.service.http import describe_validation, status_of
 from mktlab.service.schemas import Journey, feature_row_model
 

@@ -100,8 +100,13 @@ def test_holdout_and_random_draws_are_deterministic_and_sized():
 
 
 def test_eligibility_order_and_propensities():
-    s = Strategy("e", TreatmentPolicy("uplift_threshold", model="m", threshold=0.02),
-                 audience="vip", holdout=0.5, caps=(FrequencyCap("coupon", 1, "1d"),))  # fmt: skip
+    s = Strategy(
+        "e",
+        TreatmentPolicy("uplift_threshold", model="m", threshold=0.02),
+        audience="vip",
+        holdout=0.5,
+        caps=(FrequencyCap("coupon", 1, "1d"),),
+    )
     users = [f"u{i}" for i in range(40)]
     hold = dict(zip(users, in_holdout(s, users), strict=True))
     ctx = Ctx(members=users[:30], uplift={u: (0.05 if i % 2 else 0.0) for i, u in enumerate(users)})
@@ -123,8 +128,11 @@ def test_eligibility_order_and_propensities():
         seen.add(v.status)
     assert seen == {"holdout", "not_in_audience", "low_uplift", "ok"}
     with pytest.raises(ValidationError, match="threshold"):
-        Eligibility(Strategy("t", TreatmentPolicy("uplift_threshold", model="m", top_fraction=0.3)),
-                    ctx, MemoryCapLedger())  # fmt: skip
+        Eligibility(
+            Strategy("t", TreatmentPolicy("uplift_threshold", model="m", top_fraction=0.3)),
+            ctx,
+            MemoryCapLedger(),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -139,15 +147,24 @@ def redis_ns():
 @settings(max_examples=25, deadline=None)
 @given(
     acts=st.lists(
-        st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["coupon", "push", "sms"]),
-                  st.integers(0, 50_000), st.booleans()),  # fmt: skip
-        min_size=1, max_size=40,
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["coupon", "push", "sms"]),
+            st.integers(0, 50_000),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
     ),
 )
 def test_redis_and_memory_cap_ledgers_agree(redis_ns, acts):
     r, base = redis_ns
     ns = f"{base}:{uuid.uuid4().hex[:6]}"
-    caps = (FrequencyCap("coupon", 1, "1h"), FrequencyCap("*", 2, "3h"), FrequencyCap("sms", 0, "1d"))
+    caps = (
+        FrequencyCap("coupon", 1, "1h"),
+        FrequencyCap("*", 2, "3h"),
+        FrequencyCap("sms", 0, "1d"),
+    )
     mem, red = MemoryCapLedger(), RedisCapLedger(r, ns)
     acts = sorted(acts, key=lambda a: a[2])
     prev = None

@@ -101,8 +101,12 @@ def _ensure_campaign(stock: int) -> None:
             issuer.create_campaign(Campaign(DEMO_CAMPAIGN, stock=stock, face_value=5.0))
     policy = TreatmentPolicy("uplift_threshold", model="uplift", threshold=cfg.uplift_threshold)
     StrategyCatalog().save(
-        Strategy(f"{DEMO_CAMPAIGN}-strategy", policy, campaign_id=DEMO_CAMPAIGN,
-                 caps=(FrequencyCap("coupon", 3, "7d"),)),  # fmt: skip
+        Strategy(
+            f"{DEMO_CAMPAIGN}-strategy",
+            policy,
+            campaign_id=DEMO_CAMPAIGN,
+            caps=(FrequencyCap("coupon", 3, "7d"),),
+        ),
         replace=True,
     )
 
@@ -142,7 +146,7 @@ def run_service_demo(
         ``(status, body)``).
     """
     from mktlab.config import service_settings
-    from mktlab.service import store
+    from mktlab.service import models as store
     from mktlab.service.server import ServiceProcess
 
     cfg = service_settings()
@@ -175,16 +179,27 @@ def run_service_demo(
         )
         call("attribute", "/attribute", {"journeys": _journeys(3)})
         for u, r in zip(users, rows):
-            call("issue", "/issue", {"campaign_id": DEMO_CAMPAIGN, "user_id": u, "request_id": f"demo-{u}",
-                                     "context": {"features": r}})  # fmt: skip
+            call(
+                "issue",
+                "/issue",
+                {
+                    "campaign_id": DEMO_CAMPAIGN,
+                    "user_id": u,
+                    "request_id": f"demo-{u}",
+                    "context": {"features": r},
+                },
+            )
         call(
             "issue",
             "/issue",
             {"campaign_id": DEMO_CAMPAIGN, "user_id": users[0], "request_id": f"demo-{users[0]}"},
         )
         call("campaign", f"/campaigns/{DEMO_CAMPAIGN}")
-        result = {"url": sp.url, "models": {k: (v.mlflow_version if v else None) for k, v in imported.items()},
-                  "answers": answers}  # fmt: skip
+        result = {
+            "url": sp.url,
+            "models": {k: (v.mlflow_version if v else None) for k, v in imported.items()},
+            "answers": answers,
+        }
         if exit_after:
             click.echo("stopping the service (exit requested)")
             sp.stop()

@@ -9,8 +9,12 @@ report what it serves; :func:`promote` moves the alias and re-imports.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from mktlab import tracking
 from mktlab.config import use_bentoml_home
@@ -26,6 +30,11 @@ def bentoml_module() -> Any:
 
     home = str(use_bentoml_home())
     import bentoml
+
+    # BentoML's public API takes the store location only from BENTOML_HOME, read when
+    # bentoml is first imported; it has no call to move the store afterwards. When
+    # bentoml was imported first (a notebook, `bentoml serve` started by hand), the one
+    # way to point it at our store is its DI container: the private part of this module.
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     if BentoMLContainer.bentoml_home.get() != home:
@@ -49,10 +58,10 @@ def bentoml_module() -> Any:
 
 def store_dir() -> str:
     """Folder of the BentoML model store in use."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
+    import os
 
     bentoml_module()
-    return str(BentoMLContainer.model_store_dir.get())
+    return os.path.join(str(use_bentoml_home()), "models")
 
 
 def _check_name(name: str) -> str:
@@ -144,7 +153,8 @@ def import_champion(
     tracking.tracking_uri()
     pyfunc = tracking.load_pyfunc_uri(uri)
     schema = feature_schema(pyfunc)
-    model = bentoml.mlflow.import_model(
+    model = tracking.bentoml_import(
+        bentoml,
         name,
         uri,
         labels={"mlflow_version": str(version), "mlflow_alias": alias, "project": "mktlab"},
@@ -216,3 +226,34 @@ def model_table() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def single_threaded(obj: Any, _depth: int = 0, _seen: set | None = None) -> int:
+    """Set ``n_jobs=1`` on every fitted estimator inside ``obj``; return how many.
+
+    A served model answers one small request per thread: worker processes and batching
+    give the parallelism. LightGBM fitted with ``n_jobs=2`` starts an OpenMP team for
+    every one-row predict, which under load costs tens of milliseconds per call.
+    """
+    seen = _seen if _seen is not None else set()
+    if (
+        _depth > 8
+        or id(obj) in seen
+        or isinstance(obj, str | bytes | int | float | np.ndarray | pd.DataFrame)
+    ):
+        return 0
+    seen.add(id(obj))
+    n = 0
+    if hasattr(obj, "n_jobs") and hasattr(obj, "set_params") and getattr(obj, "n_jobs", 1) != 1:
+        with contextlib.suppress(Exception):
+            obj.set_params(n_jobs=1)
+            n += 1
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif isinstance(obj, list | tuple | set):
+        children = list(obj)
+    else:
+        children = list(getattr(obj, "__dict__", {}).values())
+    for child in children:
+        n += single_threaded(child, _depth + 1, seen)
+    return n
