@@ -79,7 +79,7 @@ def start_redis(root: Path) -> subprocess.Popen | None:
 
 
 def train_and_import(learner: str = "t") -> dict:
-    from mktlab.service import store
+    from mktlab.service import models as store
     from mktlab.uplift import simulate, train
 
     train(simulate(n=4000, seed=3), learners=[learner], n_estimators=50, n_splits=2, n_boot=10,
