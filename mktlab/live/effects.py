@@ -48,6 +48,7 @@ class EffectExecutor:
         tz: Any = None,
     ):
         self.issuer, self.gateway, self.redis = issuer, gateway, redis
+        self.refused: list[str] = []  # messages the gateway refused, with the reason
         self.namespace = namespace
         self.tz = tz
 
@@ -89,7 +90,9 @@ class EffectExecutor:
             return ["message_unrouted"] * len(effects)
         from mktlab.messaging import Message
 
-        msgs = []
+        from mktlab.errors import MktlabError
+
+        msgs, out, bad = [], [], {}
         for e in effects:
             p = e.payload
             tz = self.tz(e.user_id) if callable(self.tz) else self.tz
@@ -105,7 +108,20 @@ class EffectExecutor:
                     tz=tz,
                 )
             )
-        return [f"message_{r.status}" for r in self.gateway.send_many(msgs)]
+        # a message the gateway refuses (unknown template, a parameter the event lacks) is
+        # counted as failed; it must not take the rest of the batch, or the worker, with it
+        good = []
+        for i, m in enumerate(msgs):
+            try:
+                self.gateway.templates.get(m.template).render(m.params)
+                good.append(m)
+            except MktlabError as exc:
+                bad[i] = exc
+        sent = iter(self.gateway.send_many(good)) if good else iter(())
+        for i in range(len(msgs)):
+            out.append("message_refused" if i in bad else f"message_{next(sent).status}")
+        self.refused.extend(f"{msgs[i].key}: {exc}" for i, exc in bad.items())
+        return out
 
     def _updates(self, effects: list[Any]) -> list[str]:
         if self.redis is None:

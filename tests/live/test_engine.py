@@ -180,3 +180,22 @@ def test_journeys_live_equal_the_simulation_across_a_crash(ns, tmp_path):
     pd.testing.assert_frame_equal(_jcols(live), _jcols(sim_rows), check_dtype=False)
     sizes = b.journey_state_bytes()
     assert 0 < sizes["value_bytes"] <= 200
+
+
+def test_a_message_the_gateway_refuses_does_not_take_the_batch_with_it(tmp_path):
+    from mktlab.live.effects import EffectExecutor
+    from mktlab.messaging import DeliveryLog, Gateway, TemplateCatalog
+    from mktlab.strategy import Effect
+
+    templates = TemplateCatalog.from_dict({"hi": {"body": "Hi {name}"}, "plain": {"body": "Hello"}})
+    gw = Gateway(DeliveryLog(f"sqlite:///{tmp_path / 'd.db'}"), templates)
+    ex = EffectExecutor(gateway=gw)
+    effects = [
+        Effect("message", "k1", "u1", "n", 1.79e9, {"template": "plain", "channels": ["push"]}),
+        Effect("message", "k2", "u2", "n", 1.79e9, {"template": "hi", "channels": ["push"]}),
+        Effect("message", "k3", "u3", "n", 1.79e9, {"template": "nope", "channels": ["push"]}),
+    ]
+    assert ex.execute(effects) == ["message_sent", "message_refused", "message_refused"]
+    assert [r.split(":")[0] for r in ex.refused] == ["k2", "k3"]
+    assert "name" in ex.refused[0]
+    assert list(gw.log.deliveries()["key"]) == ["k1"]
