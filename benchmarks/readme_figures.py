@@ -218,6 +218,42 @@ same work in-process (the floor, one thread) runs {f["issue_in_process_rps"]:,.0
 one-row `/uplift` calls per second."""
 
 
+def live(doc: dict) -> str:
+    variant = "full" if "full" in doc else "quick"
+    f = _need(doc, variant)
+    lat = f["latency"][-1] if f.get("latency") else None
+    js = f["journey_state"]
+    t = f["targets"]
+    lines = [
+        f"Measured (`.venv/bin/python benchmarks/live.py{' --quick' if variant == 'quick' else ''}`, "
+        f"{f['machine']}): {f['events']:,} events through {f['rules']:,} rules and "
+        f"{f['journeys']} journeys, {f['action_share']:.0%} of events leading to a coupon or "
+        f"message, {f['workers']} workers on {f['partitions']} Redis Streams partitions:",
+        "",
+        "| figure | measured | target |",
+        "| --- | --- | --- |",
+        f"| events/s end to end (workers running, start-up excluded) | {f['eps']:,.0f} "
+        f"({f['ratio']:.1f}× the anchor) | ≥ 20,000 {'✓' if t['eps'] else '✗'} |",
+        f"| anchor: each event as one `POST /issue` over HTTP | {f['anchor_eps']:,.0f} | |",
+    ]
+    if lat:
+        lines.append(
+            f"| p99 published → action recorded at {lat['rate_published']:,.0f} events/s "
+            f"| {lat['p99_ms']:,.0f} ms (p50 {lat['p50_ms']:,.0f} ms) | < 200 ms {'✓' if t['p99'] else '✗'} |"
+        )
+    lines.append(
+        f"| journey state per active (user, journey) in Redis | {js['active_value_bytes']:.0f} B value, "
+        f"{js['active_entry_bytes']:.0f} B with its field | ≤ 200 B {'✓' if t['state_bytes'] else '✗'} |"
+    )
+    c = f["correctness"]
+    lines.append(
+        f"| coupons in the ledger = coupon decisions; deliveries = message decisions | "
+        f"{c['ledger_coupons']:,} = {c['coupon_decisions_ok']:,}; {c['deliveries']:,} = "
+        f"{c['message_decisions_ok']:,}, 0 duplicates | exact {'✓' if t['correct'] else '✗'} |"
+    )
+    return "\n".join(lines)
+
+
 def bus(doc: dict) -> str:
     f = _need(doc)
     rows = []
@@ -256,7 +292,7 @@ def uplift_latency(doc: dict) -> str:
 
 
 _RENDERERS = (world, identity, audience, sandbox, rl, uplift, attribution, experiments, coupons,
-              service, uplift_latency, bus, messaging)  # fmt: skip
+              service, uplift_latency, bus, messaging, live)  # fmt: skip
 SECTIONS: dict[str, Callable[[dict], str]] = {fn.__name__: fn for fn in _RENDERERS}
 
 

@@ -147,11 +147,13 @@ def log_pyfunc_model(
     registered_model_name: str | None = None,
     pip_requirements: list[str] | None = None,
     code_paths: list[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Any:
     """Log an ``mlflow.pyfunc.PythonModel`` to the active run and return its ModelInfo.
 
     ``pip_requirements`` defaults to this project's package, so MLflow does not spawn a
-    subprocess to infer requirements.
+    subprocess to infer requirements; ``metadata`` is stored with the model (what the
+    service needs to know about it, e.g. an attribution model's channels).
     """
     mlflow = _mlflow()
     return mlflow.pyfunc.log_model(
@@ -163,6 +165,7 @@ def log_pyfunc_model(
         registered_model_name=registered_model_name,
         pip_requirements=pip_requirements or _default_requirements(),
         code_paths=code_paths,
+        metadata=dict(metadata) if metadata else None,
     )
 
 

@@ -250,7 +250,7 @@ def log_attribution(
             tracking.log_figure(figure, "comparison.png")
         # no input example on purpose: MLflow would infer a strict schema from it and
         # refuse integer conversions or a missing optional column at serving time
-        info = tracking.log_pyfunc_model(model, name="model")
+        info = tracking.log_pyfunc_model(model, name="model", metadata={"channels": model.channels})
         run_id = run.info.run_id
     version = None
     if register:

@@ -88,9 +88,11 @@ def feature_schema(pyfunc: Any) -> dict[str, Any]:
             "input_columns": [str(c) for c in prep.input_columns_],
             "categorical": {str(c): [str(v) for v in lv] for c, lv in levels.items()},
         }
+    meta = getattr(getattr(pyfunc, "metadata", None), "metadata", None) or {}
+    if meta.get("channels"):  # an attribution model: the channels it knows
+        return {"channels": [str(c) for c in meta["channels"]]}
     cols = getattr(predictor, "input_columns", None)
     if cols is None:
-        meta = getattr(getattr(pyfunc, "metadata", None), "metadata", None) or {}
         cols = meta.get("input_columns")
     if cols:
         return {"input_columns": [str(c) for c in cols], "categorical": {}}

@@ -70,7 +70,7 @@ def _sample_rows(schema: dict[str, Any], n: int) -> tuple[list[str], list[dict[s
     return [f"demo-user-{i}" for i in range(n)], rows
 
 
-def _journeys(n: int) -> list[dict[str, Any]]:
+def _journeys(n: int, channels: list[str] | None = None) -> list[dict[str, Any]]:
     import pandas as pd
 
     path = settings().world_dir / "touches.parquet"
@@ -80,9 +80,10 @@ def _journeys(n: int) -> list[dict[str, Any]]:
         )
         ids = t["journey_id"].drop_duplicates().head(n)
         return [{"path": t.loc[t.journey_id == j, "channel"].astype(str).tolist()} for j in ids]
+    ch = list(channels or ["search", "email", "social", "display"])  # what the model knows
     return [
-        {"path": ["search", "email"]},
-        {"path": ["social", "display", "search"], "conversions": 2},
+        {"path": [ch[0], ch[1 % len(ch)]]},
+        {"path": [ch[2 % len(ch)], ch[3 % len(ch)], ch[0]], "conversions": 2},
     ]
 
 
@@ -177,7 +178,8 @@ def run_service_demo(
             "/next_action",
             {"state": _action_state(imported, rows[0]), "user_id": users[0]},
         )
-        call("attribute", "/attribute", {"journeys": _journeys(3)})
+        known = (imported["attribution"].metadata or {}).get("channels") if imported.get("attribution") else None
+        call("attribute", "/attribute", {"journeys": _journeys(3, known)})
         for u, r in zip(users, rows):
             call(
                 "issue",
