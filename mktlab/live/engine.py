@@ -133,6 +133,23 @@ class LiveEngine:
                 self._entry_by_event.setdefault(e, []).append(n)
         for e, names in self._entry_by_event.items():  # + any-event entries, in definition order
             self._entry_by_event[e] = [n for n in self._order if n in names or n in self._entry_any]
+        # An entry `where` that asks a string field for one of some values is necessary for
+        # entering: index those journeys by (event type, field, value), a dict lookup per
+        # event instead of one step call per journey.
+        self._entry_index: dict[str, tuple[list[str], dict[str, dict[str, list[str]]]]] = {}
+        for e, names in self._entry_by_event.items():
+            always: list[str] = []
+            by_field: dict[str, dict[str, list[str]]] = {}
+            for n in names:
+                key = _entry_key(self.journeys[n])
+                if key is None:
+                    always.append(n)
+                else:
+                    field_name, values = key
+                    table = by_field.setdefault(field_name, {})
+                    for v in values:
+                        table.setdefault(v, []).append(n)
+            self._entry_index[e] = (always, by_field)
         # the longest a user can be held: timers up to last event + horizon settle everyone
         self.horizon = float(max((cj.horizon for cj in self.journeys.values()), default=0))
         # what ran: window state checkpointed under other definitions is not reused
@@ -223,6 +240,7 @@ class LiveEngine:
             part.jstates.pop(key, None)
         else:
             part.jstates[key] = res.state
+        part.track(user, jname, res.state)
         part.dirty.add(key)
         st = res.state
         if st is not None and not st.done and st.wake_at:
@@ -240,16 +258,38 @@ class LiveEngine:
             res = self._jr.on_timer(cj, state, wake, self.context, user_id=user)
             self._journey_step(part, res, user, jname, out)
 
-    def _on_event(self, part: _Partition, ev: Any, out: RunResult) -> None:
+    def _on_event(self, part: _Partition, ev: Any, out: RunResult) -> Any:
+        """Timers, journeys, and the rules matched (decided later, see :meth:`decide`)."""
         self._fire_timers(part, ev.ts, out)
         part.watermark = max(part.watermark, ev.ts)
         if ev.event == TICK_EVENT:  # a watermark: timers only (mktlab.live.producer.tick_events)
-            return
-        out.extend(part.rules.on_event(ev.user_id, ev.ts, ev.event, ev.event_id, ev.props))
+            return None
+        matched = part.rules.match(ev.user_id, ev.ts, ev.event, ev.props)
+        self._step_journeys(part, ev, out)
+        return matched
+
+    def _step_journeys(self, part: _Partition, ev: Any, out: RunResult) -> None:
         if not self.journeys:
             return
         fired = part.windows.observe(ev) if part.windows is not None else frozenset()
-        for jname, cj in self.journeys.items():
+        # only the journeys this event type may enter, and those the user is in
+        idx = self._entry_index.get(ev.event)
+        if idx is None:
+            cands = self._entry_any
+        else:
+            always, by_field = idx
+            cands = list(always)
+            for field_name, table in by_field.items():
+                v = (ev.props or {}).get(field_name)
+                if isinstance(v, str):
+                    cands.extend(table.get(v, ()))
+                elif v is not None:  # not a string: let the journey test it
+                    cands.extend(n for ns in table.values() for n in ns)
+        active = part.active.get(ev.user_id)
+        if active:
+            cands = [*cands, *(j for j in self._order if j in active and j not in cands)]
+        for jname in cands:
+            cj = self.journeys[jname]
             key = (ev.user_id, jname)
             state = part.jstates.get(key)
             if (
@@ -268,10 +308,7 @@ class LiveEngine:
         """Decisions and effects of a batch of bus deliveries (nothing executed yet)."""
         out, rep = RunResult(), BatchReport()
         deliveries = list(deliveries)
-        if self.strategies and deliveries:  # the batch's cap histories in one round trip
-            self.caps.prefetch(
-                [d.event.user_id for d in deliveries], min(d.event.ts for d in deliveries)
-            )
+        pending: list[tuple[_Partition, Any, Any, int]] = []
         for d in deliveries:
             part = self.partition(d.partition)
             ev = d.event
@@ -280,7 +317,7 @@ class LiveEngine:
                 continue
             before, acted = len(out.decisions), len(out.effects)
             try:
-                self._on_event(part, ev, out)
+                matched = self._on_event(part, ev, out)
             except MktlabError as exc:  # a bad event never stops the worker
                 rep.errors.append(f"{ev.event_id}: {exc}")
                 continue
@@ -289,8 +326,19 @@ class LiveEngine:
             part.remember(ev.event_id)
             rep.events += 1
             sent = ev.props.get("_sent_at") if ev.props else None
-            if sent is not None and len(out.effects) > acted:  # latency to an action
+            if matched:
+                pending.append((part, ev, matched, -1 if sent is None else 0))
+            elif sent is not None and len(out.effects) > acted:  # latency to an action
                 self._sent.append(float(sent))
+        if pending:  # cap histories of the users a rule fired for, in one round trip
+            self.caps.prefetch([ev.user_id for _, ev, _, _ in pending],
+                               min(ev.ts for _, ev, _, _ in pending))  # fmt: skip
+            for part, ev, matched, timed in pending:
+                res = part.rules.decide(matched, ev.user_id, ev.ts, ev.event_id, ev.props)
+                out.extend(res)
+                part.decisions.extend(res.decisions)
+                if timed == 0 and res.effects:
+                    self._sent.append(float(ev.props["_sent_at"]))
         rep.decisions = len(out.decisions)
         return out, rep
 
@@ -396,6 +444,18 @@ class LiveEngine:
             "value_bytes": total_v / max(n, 1),
             "entry_bytes": total_f / max(n, 1),
         }
+
+
+def _entry_key(cj: Any) -> tuple[str, tuple[str, ...]] | None:
+    """(field, values) of an entry `where` on ``event.<field>`` with ``==`` / ``in`` strings."""
+    for p in getattr(cj.entry, "where", ()) or ():
+        if getattr(p, "namespace", None) != "event":
+            continue
+        if p.op == "==" and isinstance(p.value, str):
+            return p.name, (p.value,)
+        if p.op == "in" and p.value and all(isinstance(v, str) for v in p.value):
+            return p.name, tuple(p.value)
+    return None
 
 
 def binary_client(client: Any) -> Any:

@@ -309,6 +309,35 @@ class StrategySet:
         used = [rt.events for rt in self.runtimes]
         self.events = None if any(u is None for u in used) else frozenset().union(*used)
 
+    def match(self, user_id: str, ts: float, event: str, props: Mapping[str, Any] | None = None):
+        """The rules fired by one event, per strategy (stacking applied); None when none fired.
+
+        Matching never reads caps or eligibility, so a caller can match a whole batch
+        first and fetch the cap histories of only the users something fired for.
+        """
+        if self.engine is None or (self.events is not None and event not in self.events):
+            return None
+        row = dict(props or {})
+        row.update(user_id=user_id, ts=round(ts * 1e9), event=event)
+        fired = self.engine.process(row)
+        if not fired:
+            return None
+        per: dict[int, list] = {}
+        for d in fired:
+            k, rid = self._rule_of[d.rule_id]
+            per.setdefault(k, []).append(d.__class__(rid, d.action, d.status, d.reason))
+        return [
+            (k, _stack(per[k], self.runtimes[k].strategy.rules.max_coupons_per_event))
+            for k in sorted(per)
+        ]
+
+    def decide(self, matched, user_id: str, ts: float, event_id: str, props=None) -> RunResult:
+        """Eligibility and effects of what :meth:`match` returned, in strategy order."""
+        out = RunResult()
+        for k, fired in matched or ():
+            out.extend(self.runtimes[k].decide(fired, user_id, ts, event_id, props))
+        return out
+
     def on_event(
         self,
         user_id: str,
@@ -317,30 +346,7 @@ class StrategySet:
         event_id: str,
         props: Mapping[str, Any] | None = None,
     ) -> RunResult:
-        out = RunResult()
-        if self.engine is None or (self.events is not None and event not in self.events):
-            return out
-        row = dict(props or {})
-        row.update(user_id=user_id, ts=round(ts * 1e9), event=event)
-        fired = self.engine.process(row)
-        if not fired:
-            return out
-        per: dict[int, list] = {}
-        for d in fired:
-            k, rid = self._rule_of[d.rule_id]
-            per.setdefault(k, []).append(d.__class__(rid, d.action, d.status, d.reason))
-        for k in sorted(per):
-            rt = self.runtimes[k]
-            out.extend(
-                rt.decide(
-                    _stack(per[k], rt.strategy.rules.max_coupons_per_event),
-                    user_id,
-                    ts,
-                    event_id,
-                    props,
-                )
-            )
-        return out
+        return self.decide(self.match(user_id, ts, event, props), user_id, ts, event_id, props)
 
 
 def _stack(fired: list, limit: int) -> list:

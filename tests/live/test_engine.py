@@ -146,8 +146,14 @@ def test_journeys_live_equal_the_simulation_across_a_crash(ns, tmp_path):
 
     events = synthetic_events(100, 4000, seed=11)
     j = Journey.from_yaml(JOURNEY)
+    doc = j.to_dict()  # a variant entered only on two categories (an indexed entry `where`)
+    doc["name"] = "browse-abandon-bags"
+    for node in doc["nodes"]:
+        if node["type"] == "entry":
+            node["where"] = [{"field": "event.category", "op": "in", "value": ["bags", "shoes"]}]
+    j2 = Journey.from_dict(doc)
     ctx = LiveContext(tz="Europe/Paris")
-    sim = simulate_journeys([j], events, ctx)
+    sim = simulate_journeys([j, j2], events, ctx)
     fields = list(DecisionRecord.__dataclass_fields__)
     sim_rows = pd.DataFrame(
         [
@@ -161,7 +167,7 @@ def test_journeys_live_equal_the_simulation_across_a_crash(ns, tmp_path):
     def mk():
         return LiveEngine(
             [],
-            [j],
+            [j, j2],
             context=LiveContext(tz="Europe/Paris", redis=get_redis(), namespace=ns),
             redis=get_redis(),
             namespace=ns,
