@@ -357,13 +357,18 @@ class BatchCapLedger(MemoryCapLedger):
         """Write this batch's new records to Redis; return how many."""
         if not self._new:
             return 0
-        pipe = self.ledger.redis.pipeline(transaction=False)
         keep = self._horizon
+        by_key: dict[str, dict[str, float]] = {}
+        latest: dict[str, float] = {}
         for u, ch, ts, key in self._new:
             for k in self.ledger.keys_of(u, ch):
-                pipe.zadd(k, {key: ts})
-                pipe.zremrangebyscore(k, "-inf", f"({ts - keep}")
-                pipe.expire(k, int(keep) + 3600)
+                by_key.setdefault(k, {})[key] = ts
+                latest[k] = max(latest.get(k, ts), ts)
+        pipe = self.ledger.redis.pipeline(transaction=False)
+        for k, members in by_key.items():  # one add, one trim, one expiry per sorted set
+            pipe.zadd(k, members)
+            pipe.zremrangebyscore(k, "-inf", f"({latest[k] - keep}")
+            pipe.expire(k, int(keep) + 3600)
         pipe.execute()
         n = len(self._new)
         self._new.clear()
