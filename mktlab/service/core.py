@@ -443,9 +443,11 @@ class ServiceCore:
         # remember the answer for retries; an issued coupon counts towards the caps of every
         # campaign. Both best effort: the issuer remembers issued request ids itself.
         with contextlib.suppress(*errors, ServiceUnavailableError):
-            issuer.redis.set(key, json.dumps(ans), ex=REQUEST_TTL, nx=True)
+            pipe = issuer.redis.pipeline(transaction=False)  # one round trip for both
+            pipe.set(key, json.dumps(ans), ex=REQUEST_TTL, nx=True)
             if ans["status"] == "issued":
-                self.caps().record(user_id, "coupon", now, cap_key)
+                self.caps().record(user_id, "coupon", now, cap_key, pipe=pipe)
+            pipe.execute()
         return ans
 
     def _eligibility(

@@ -273,7 +273,7 @@ class RedisCapLedger:
         base = f"{self.namespace}:touch:{{{user_id}}}"
         return [f"{base}:{channel}", f"{base}:*"]
 
-    def _call(self, user_id, channel, ts, key, caps, record: bool) -> FrequencyCap | None:
+    def _call(self, user_id, channel, ts, key, caps, record: bool, pipe=None) -> FrequencyCap | None:
         live = [c for c in caps if c.applies_to(channel)]
         if self._script is None:
             self._script = self.redis.register_script(_CAPS_LUA)
@@ -283,6 +283,9 @@ class RedisCapLedger:
             args += [2 if c.channel == "*" else 1, c.max, c.per]
         import redis
 
+        if pipe is not None:  # queued with the caller's other commands: one round trip
+            self._script(keys=self._keys(user_id, channel), args=args, client=pipe)
+            return None
         try:
             hit = int(self._script(keys=self._keys(user_id, channel), args=args))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -294,8 +297,9 @@ class RedisCapLedger:
     def check(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
         return self._call(user_id, channel, ts, key, caps, record=False)
 
-    def record(self, user_id: str, channel: str, ts: float, key: str) -> None:
-        self._call(user_id, channel, ts, key, (), record=True)
+    def record(self, user_id: str, channel: str, ts: float, key: str, *, pipe: Any = None) -> None:
+        """Count an allowed action (queued on ``pipe`` when given)."""
+        self._call(user_id, channel, ts, key, (), record=True, pipe=pipe)
 
     def check_and_record(self, user_id, channel, ts, key, caps) -> FrequencyCap | None:
         return self._call(user_id, channel, ts, key, caps, record=True)
