@@ -283,8 +283,11 @@ class RedisCapLedger:
             args += [2 if c.channel == "*" else 1, c.max, c.per]
         import redis
 
-        if pipe is not None:  # queued with the caller's other commands: one round trip
-            self._script(keys=self._keys(user_id, channel), args=args, client=pipe)
+        if pipe is not None:  # recording only, queued with the caller's commands: no script,
+            for k in self._keys(user_id, channel):  # (a pipeline with one checks it exists first)
+                pipe.zadd(k, {key: float(ts)})  # re-adding a key only rewrites its same score
+                pipe.zremrangebyscore(k, "-inf", f"({float(ts) - keep}")
+                pipe.expire(k, int(keep) + 3600)
             return None
         try:
             hit = int(self._script(keys=self._keys(user_id, channel), args=args))
