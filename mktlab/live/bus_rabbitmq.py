@@ -562,5 +562,21 @@ class RabbitMQConsumer(Consumer):
         if self._closed:
             return
         self._closed = True
+        self._settle()
         self._drop()
         self._dlq_pub.drop()
+
+    def _settle(self) -> None:
+        """Make sure the broker has processed our acks before the socket goes.
+
+        ``_drop`` resets the connection, and a TCP reset lets the broker's kernel discard
+        frames it has received but not yet read: acks sent just before would be lost and
+        their messages redelivered. The broker handles a channel's frames in order, so one
+        synchronous call on the channel (re-stating the prefetch) is a barrier for them.
+        """
+        if self._ch is None or not is_open(self._conn, self._ch):
+            return
+        try:
+            self._ch.basic_qos(prefetch_count=self.prefetch, global_qos=True)
+        except PIKA_ERRORS:
+            pass  # connection gone: the broker requeues, the acks' messages come back
