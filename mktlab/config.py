@@ -17,6 +17,9 @@ MKTLAB_AMQP_URL        RabbitMQ URL for ``MKTLAB_BUS=rabbitmq`` (default ``amqp:
 MKTLAB_BUS_PARTITIONS  partitions of the event bus (default 8); one user's events stay in one
 MKTLAB_DELIVERY_URL    SQLAlchemy URL of the message delivery log; unset means SQLite under data/
 MKTLAB_LIVE_NAMESPACE  key / queue prefix of the live loop (default ``mktlab:live``)
+MKTLAB_DB_URL          SQLAlchemy URL of the campaign registry (campaigns, versions, approvals,
+                       audit, API keys); unset means SQLite under data/processed/
+MKTLAB_API_KEY         the API key the CLI acts with (else the local admin key file)
 MKTLAB_EVENT_TYPES     comma-separated event types the bus accepts (unset: any); others are
                        dead-lettered as ``unknown_event``
 """
@@ -56,6 +59,8 @@ class Settings:
     delivery_url: str | None = None
     live_namespace: str = "mktlab:live"
     event_types: tuple[str, ...] | None = None
+    db_url: str | None = None
+    api_key: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -81,6 +86,15 @@ class Settings:
     @property
     def default_delivery_url(self) -> str:
         return self.delivery_url or f"sqlite:///{self.data_dir / 'processed' / 'deliveries.db'}"
+
+    @property
+    def default_campaign_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'processed' / 'campaigns.db'}"
+
+    @property
+    def admin_key_path(self) -> Path:
+        """Where ``make demo`` leaves the local admin API key (mode 0600)."""
+        return self.processed_dir / "admin.key"
 
     @property
     def live_dir(self) -> Path:
@@ -129,6 +143,8 @@ def settings() -> Settings:
         delivery_url=os.environ.get("MKTLAB_DELIVERY_URL") or None,
         live_namespace=(os.environ.get("MKTLAB_LIVE_NAMESPACE") or "mktlab:live").strip(),
         event_types=_event_types(os.environ.get("MKTLAB_EVENT_TYPES")),
+        db_url=os.environ.get("MKTLAB_DB_URL") or None,
+        api_key=os.environ.get("MKTLAB_API_KEY") or None,
     )
 
 

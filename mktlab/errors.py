@@ -40,6 +40,18 @@ class ServiceUnavailableError(MktlabError):
     """A backing service (Redis, ledger database, MLflow) cannot be reached."""
 
 
+class AuthError(MktlabError):
+    """No credentials, or credentials that are not recognised (HTTP 401)."""
+
+
+class PermissionDeniedError(MktlabError):
+    """Recognised credentials whose role may not do this (HTTP 403)."""
+
+
+class ConflictError(ValidationError):
+    """The request clashes with the current state (an illegal or concurrent transition; HTTP 409)."""
+
+
 def require_columns(df, columns: Iterable[str], *, table: str) -> None:
     """Raise :class:`SchemaError` naming every column of ``columns`` missing from ``df``.
 

@@ -1,0 +1,1 @@
+"""Campaigns: the registry, lifecycle, checks, gradual launch, breakers, reviews and access control."""
