@@ -576,7 +576,6 @@ class RabbitMQConsumer(Consumer):
         """
         if self._ch is None or not is_open(self._conn, self._ch):
             return
-        try:
+        # connection gone: the broker requeues, and the acks' messages come back
+        with contextlib.suppress(*PIKA_ERRORS):
             self._ch.basic_qos(prefetch_count=self.prefetch, global_qos=True)
-        except PIKA_ERRORS:
-            pass  # connection gone: the broker requeues, the acks' messages come back

@@ -88,9 +88,8 @@ class EffectExecutor:
     def _messages(self, effects: list[Any]) -> list[str]:
         if self.gateway is None:
             return ["message_unrouted"] * len(effects)
-        from mktlab.messaging import Message
-
         from mktlab.errors import MktlabError
+        from mktlab.messaging import Message
 
         msgs, out, bad = [], [], {}
         for e in effects:

@@ -99,6 +99,9 @@ class LiveEngine:
         Issues coupons and sends messages (default: effects are only recorded).
     decisions : DecisionLog, optional
     namespace : str
+    gate : CampaignStates, optional
+        The campaign lifecycle's published states (:mod:`mktlab.campaigns.rollout`): a
+        paused campaign's rules act for nobody, a gray one's for its rollout only.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class LiveEngine:
         executor: EffectExecutor | None = None,
         decisions: DecisionLog | None = None,
         namespace: str = "mktlab:live",
+        gate: Any = None,
     ):
         jr: Any = None
         if journeys:
@@ -161,6 +165,7 @@ class LiveEngine:
         self.fingerprint = hashlib.sha256("|".join(defs).encode()).hexdigest()[:16]
         self._jr = jr
         self.context = context
+        self.gate = gate  # campaign states of the lifecycle (mktlab.campaigns.rollout)
         self.redis = binary_client(redis)
         self.namespace = namespace
         self._sent: list[float] = []
@@ -195,7 +200,9 @@ class LiveEngine:
         part = self.parts.get(p)
         if part is not None:
             return part
-        rules = StrategySet(self.strategies, self.context, self.caps, network=self._network)
+        rules = StrategySet(
+            self.strategies, self.context, self.caps, network=self._network, gate=self.gate
+        )
         self._network = rules.network  # compiled once, shared by every partition
         part = _Partition(p, rules)
         if self.journeys:

@@ -199,6 +199,9 @@ def build_engine(spec: Mapping[str, Any]) -> tuple[Any, Any]:
     ctx = build_context(spec, redis)
     executor = EffectExecutor(issuer, gateway, redis, namespace=ns, tz=ctx.user_tz)
     decisions = DecisionLog(spec.get("decisions_dir"))
+    from mktlab.campaigns.rollout import CampaignStates
+
+    gate = CampaignStates(redis, spec.get("issuer_namespace") or "mktlab:cp")
     engine = LiveEngine(
         strategies,
         journeys,
@@ -207,5 +210,6 @@ def build_engine(spec: Mapping[str, Any]) -> tuple[Any, Any]:
         executor=executor,
         decisions=decisions,
         namespace=ns,
+        gate=gate,
     )
     return engine, open_bus_for(spec)

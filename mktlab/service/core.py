@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mktlab import tracking
+from mktlab.campaigns.rollout import CampaignStates
 from mktlab.config import service_settings, settings
 from mktlab.errors import MktlabError, NotFoundError, ServiceUnavailableError, ValidationError
 from mktlab.service.answers import _answer, _first, _num
@@ -129,6 +130,7 @@ class ServiceCore:
         self._issuer = issuer
         self._issuer_lock = threading.Lock()
         self._caps: Any = None
+        self._gate: Any = None
         self._bus: Any = None
         self._predictors: dict[str, Any] = {}
 
@@ -185,6 +187,12 @@ class ServiceCore:
 
             self._caps = RedisCapLedger(self.issuer().redis, self.namespace)
         return self._caps
+
+    def gate(self) -> Any:
+        """The campaign lifecycle's published states (paused / gray rollout), service namespace."""
+        if self._gate is None:
+            self._gate = CampaignStates(self.issuer().redis, self.namespace)
+        return self._gate
 
     def close(self) -> None:
         if self._issuer is not None:
@@ -460,7 +468,7 @@ class ServiceCore:
 
         ctx = _RequestContext(self, user_id, context)
         try:
-            elig = Eligibility(strategy, ctx, self.caps())
+            elig = Eligibility(strategy, ctx, self.caps(), gate=self.gate())
         except ValidationError as exc:
             raise ServiceUnavailableError(
                 f"campaign strategy {strategy.name!r} cannot decide single requests: {exc}"

@@ -6,6 +6,9 @@ the service's ``/issue``. The checks run in this order, cheapest and most perman
 
 1. **holdout** — a salted hash of the user (``strategy.assignment_salt``) puts a fixed
    fraction ``strategy.holdout`` out of the campaign for its whole life;
+1b. **campaign state** — with a ``gate`` (:class:`mktlab.campaigns.rollout.CampaignStates`),
+   a campaign managed by the lifecycle refuses while it is not gray or full
+   (``campaign_paused``) and outside its gray rollout (``not_in_rollout``);
 2. **audience** — ``strategy.audience`` must contain the user;
 3. **policy** — ``all`` passes, ``none`` refuses, ``random`` passes with probability
    ``rate`` by a second salted hash (the same draw in every runtime), ``uplift_threshold``
@@ -34,7 +37,17 @@ from mktlab.experiments._hash import N_BUCKETS, bucket_of, hash_buckets
 from mktlab.rules.model import FrequencyCap
 from mktlab.strategy.spec import Strategy
 
-STATUSES = ("ok", "holdout", "not_in_audience", "not_drawn", "policy_none", "low_uplift", "capped")
+STATUSES = (
+    "ok",
+    "holdout",
+    "campaign_paused",
+    "not_in_rollout",
+    "not_in_audience",
+    "not_drawn",
+    "policy_none",
+    "low_uplift",
+    "capped",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,12 @@ def random_draw(strategy: Strategy, user_ids: Sequence[str]) -> np.ndarray:
     return _unit(user_ids, f"{strategy.assignment_salt}:draw:{strategy.policy.seed}")
 
 
+class CampaignGate(Protocol):
+    """A campaign's live state (:class:`mktlab.campaigns.rollout.CampaignStates`)."""
+
+    def refuse(self, campaign_id: str | None, user_id: str) -> tuple[str, str] | None: ...
+
+
 class Eligibility:
     """Check actions of one strategy (see the module docstring for the order).
 
@@ -107,9 +126,17 @@ class Eligibility:
         Audience membership and uplift scores.
     caps : CapLedger
         :class:`MemoryCapLedger` for simulations, :class:`RedisCapLedger` live.
+    gate : CampaignGate, optional
+        The lifecycle's campaign states (live and ``/issue``); None: not gated.
     """
 
-    def __init__(self, strategy: Strategy, context: EligibilityContext, caps: CapLedger):
+    def __init__(
+        self,
+        strategy: Strategy,
+        context: EligibilityContext,
+        caps: CapLedger,
+        gate: CampaignGate | None = None,
+    ):
         pol = strategy.policy
         if pol.kind == "uplift_threshold" and pol.threshold is None:
             raise ValidationError(
@@ -123,6 +150,7 @@ class Eligibility:
         self.strategy = strategy
         self.context = context
         self.caps = caps
+        self.gate = gate
         self._caps = tuple(strategy.caps) + tuple(strategy.rules.caps if strategy.rules else ())
         self._cache: dict[str, tuple[bool, float]] = {}
 
@@ -155,6 +183,10 @@ class Eligibility:
         p = keep * (pol.rate if pol.kind == "random" else 1.0)
         if hold:
             return Verdict(False, "holdout", f"in the {s.holdout:.0%} holdout", p, True)
+        if self.gate is not None:
+            shut = self.gate.refuse(s.campaign_id, user_id)
+            if shut is not None:
+                return Verdict(False, shut[0], shut[1], 0.0, False)
         if s.audience is not None and not self.context.in_audience(s.audience, user_id):
             return Verdict(False, "not_in_audience", f"not in audience {s.audience!r}", 0.0, False)
         uplift = None

@@ -85,6 +85,8 @@ class StrategyRuntime:
         Default: a fresh :class:`MemoryCapLedger`.
     profiles : DataFrame, optional
         For ``profile.*`` rule conditions.
+    gate : CampaignGate, optional
+        The lifecycle's campaign states (see :class:`~mktlab.strategy.eligibility.Eligibility`).
     """
 
     def __init__(
@@ -95,11 +97,12 @@ class StrategyRuntime:
         *,
         profiles: pd.DataFrame | None = None,
         audiences: Mapping[str, Any] | None = None,
+        gate: Any = None,
     ):
         if strategy.rules is None:
             raise SchemaError(f"strategy {strategy.name!r}: no rules section, nothing triggers it")
         self.strategy = strategy
-        self.eligibility = Eligibility(strategy, context, caps or MemoryCapLedger())
+        self.eligibility = Eligibility(strategy, context, caps or MemoryCapLedger(), gate=gate)
         # caps and budget belong to eligibility and the issuer; the rules only match
         bare = RuleSet(
             name=strategy.rules.name,
@@ -267,6 +270,7 @@ class StrategySet:
         profiles: pd.DataFrame | None = None,
         audiences: Mapping[str, Any] | None = None,
         network: Any = None,
+        gate: Any = None,
     ):
         from mktlab.rules.model import Rule
 
@@ -276,7 +280,7 @@ class StrategySet:
             raise SchemaError(f"strategies: names must be unique, got {names}")
         ledger = caps or MemoryCapLedger()
         self.runtimes = [
-            StrategyRuntime(s, context, ledger, profiles=profiles, audiences=audiences)
+            StrategyRuntime(s, context, ledger, profiles=profiles, audiences=audiences, gate=gate)
             for s in self.strategies
         ]
         merged, self._owner = [], []
