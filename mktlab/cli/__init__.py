@@ -37,6 +37,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ab": ("mktlab.experiments.cli:ab", "A/B experiments (alias of `experiments`)."),
     "live": ("mktlab.live.cli:live", "The live loop: event bus, workers, journeys, decisions."),
     "strategy": ("mktlab.strategy.cli:strategy", "Strategies: validate, save, schema."),
+    "campaign": (
+        "mktlab.campaigns.cli:campaign",
+        "Campaign lifecycle: create, approve, simulate, launch, ramp, pause, report.",
+    ),
+    "keys": ("mktlab.campaigns.keys_cli:keys", "API keys: create, list, revoke, local admin."),
     "demo": ("mktlab.demo:demo_command", "Run the main job end to end."),
 }
 
