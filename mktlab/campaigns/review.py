@@ -585,7 +585,8 @@ def review_campaign(
         raise ValidationError(f"campaign {campaign_id!r}: its record holds no strategy")
     strat = _strategy(strategy)
     frac = rec.get("rollout")
-    if "rollout" not in kw and frac is not None and float(frac) < 1.0:
+    launched = rec.get("state") not in (None, "draft", "in_review", "approved")
+    if "rollout" not in kw and launched and frac is not None and 0.0 < float(frac) < 1.0:
         kw["rollout"] = (strat.assignment_salt, float(frac))
     kw.setdefault("prediction", sim)
     kw.setdefault("title", f"Retrospective: {rec.get('name') or campaign_id} (v{version})")

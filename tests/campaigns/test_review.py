@@ -156,3 +156,37 @@ def test_bad_inputs_say_what_is_wrong():
         retrospective(dec, ev, prediction={"foo": 1})
     m = retrospective(dec, ev.drop(columns="amount")).summary
     assert m["roi"] is None
+
+
+def test_review_campaign_takes_strategy_prediction_and_rollout_from_the_lifecycle(lifecycle):
+    from mktlab.campaigns.review import review_campaign
+    from mktlab.campaigns.rollout import in_rollout
+    from tests.campaigns.conftest import ALICE, BOB, make_spec
+
+    lc = lifecycle
+    cid = lc.create(make_spec(), ALICE)["campaign_id"]
+    lc.submit(cid, ALICE)
+    lc.approve(cid, BOB)
+    s = lc.strategy(cid)
+    sim = {"spend": 1000.0, "roi": 0.4, "reach": 300, "strategy_fingerprint": s.fingerprint()}
+    lc.record_simulation(cid, ALICE, sim)
+    lc.launch(cid, ALICE, rollout=0.5)
+    n = 6_000
+    rng = np.random.default_rng(7)
+    users = [f"u{i}" for i in range(n)]
+    hold = in_holdout(s, users)
+    ts = 1_700_000_000 + rng.uniform(0, 3600, n)
+    dec = pd.DataFrame({"source": cid, "user_id": users, "ts": ts, "action": "coupon",
+                        "status": np.where(hold, "holdout", "ok"), "holdout": hold})  # fmt: skip
+    conv = rng.random(n) < np.where(hold, 0.05, 0.15)
+    ev = pd.DataFrame({"user_id": np.array(users)[conv], "ts": ts[conv] + 60,
+                       "event": "purchase", "amount": 20.0})  # fmt: skip
+    r = review_campaign(lc, cid, dec, ev)
+    inside = sum(in_rollout(x, s.assignment_salt, 0.5) for x in users)
+    assert r.summary["n_users"] == inside  # both arms restricted to the gray traffic
+    assert r.summary["strategy"] == cid
+    assert r.summary["lift_lo"] < 0.10 < r.summary["lift_hi"]
+    p = r.tables["prediction"].set_index("metric")
+    assert p.loc["spend", "predicted"] == 1000.0
+    assert p.loc["roi", "predicted"] == 0.4
+    assert cid in r.title
