@@ -37,7 +37,12 @@ from pathlib import Path
 
 import numpy as np
 from _results import write_results  # benchmarks/_results.py
-from service import setup_workspace, start_redis, train_and_import  # benchmarks/service.py
+from service import (  # benchmarks/service.py
+    bench_key,
+    setup_workspace,
+    start_redis,
+    train_and_import,
+)
 
 TARGET_EPS = 20_000.0
 TARGET_P99_MS = 200.0
@@ -402,11 +407,12 @@ def anchor_run(url: str, bodies: list[bytes]) -> dict:
     """Send ``bodies`` one by one over one keep-alive connection."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {bench_key()}"}
     codes, answers, lat = Counter(), Counter(), []
     t0 = time.perf_counter()
     for body in bodies:
         s = time.perf_counter()
-        conn.request("POST", "/issue", body, {"Content-Type": "application/json"})
+        conn.request("POST", "/issue", body, headers)
         resp = conn.getresponse()
         data = resp.read()
         lat.append(time.perf_counter() - s)

@@ -51,6 +51,20 @@ def setup_workspace(root: Path) -> None:
         }
     )
     os.environ.pop("BENTOML_HOME", None)
+    os.environ.pop("MKTLAB_API_KEY", None)  # a key of another registry means nothing here
+
+
+def bench_key() -> str:
+    """An ``app`` API key in the workspace's registry database (every endpoint but the
+    probes needs one); also left in ``MKTLAB_API_KEY`` for the spawned load generator."""
+    if os.environ.get("MKTLAB_API_KEY"):
+        return os.environ["MKTLAB_API_KEY"]
+    from mktlab.campaigns.access import KeyStore
+    from mktlab.campaigns.roles import Principal
+
+    _, key = KeyStore().create("benchmark", "app", Principal("benchmark", "admin"))
+    os.environ["MKTLAB_API_KEY"] = key
+    return key
 
 
 def start_redis(root: Path) -> subprocess.Popen | None:
@@ -98,7 +112,10 @@ def feature_row(schema: dict, rng: random.Random) -> dict:
 # --------------------------------------------------------------------------- load gen
 async def _connection(host, port, path, bodies, stop_at, out):
     reader, writer = await asyncio.open_connection(host, port)
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {os.environ['MKTLAB_API_KEY']}\r\n"
+    )
     try:
         while time.perf_counter() < stop_at:
             body = next(bodies)
@@ -262,6 +279,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="mktlab-bench-service-"))
     setup_workspace(root)
+    bench_key()
     redis_proc = start_redis(root)
     from mktlab.coupons import Campaign, CouponIssuer
     from mktlab.service.server import ServiceProcess
