@@ -246,9 +246,6 @@ def report_cmd(campaign_id, decisions_dir, out_path, key) -> None:
     click.echo(f"wrote {path}")
 
 
-try:  # the watcher's command lives with the breakers
-    from mktlab.campaigns.watch_cli import watch as _watch
+from mktlab.campaigns.watch_cli import watch as _watch  # noqa: E402 (the breakers' command)
 
-    campaign.add_command(_watch, "watch")
-except ImportError:  # pragma: no cover - only while the module is absent
-    pass
+campaign.add_command(_watch, "watch")

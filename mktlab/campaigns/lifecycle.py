@@ -168,6 +168,17 @@ class Lifecycle:
         """The campaign's audit trail (every attempt, taken or refused), oldest first."""
         return self.db.audit_log(campaign_id)
 
+    def launched_at(self, campaign_id: str) -> float | None:
+        """When the campaign was last launched (or its window opened), from the audit log."""
+        import sqlalchemy as sa
+
+        t = tables.audit
+        q = sa.select(sa.func.max(t.c.ts)).where(
+            t.c.campaign_id == campaign_id, t.c.ok.is_(True), t.c.to_state.in_(("gray", "full")),
+            t.c.from_state.in_(("approved", "scheduled")))  # fmt: skip
+        with self.db.connect() as c:
+            return c.execute(q).scalar()
+
     def versions(self, campaign_id: str) -> list[dict[str, Any]]:
         return self.registry.versions(campaign_id)
 
