@@ -116,6 +116,13 @@ class KeyStore:
                 dict(r._mapping) for r in conn.execute(sa.select(*cols).order_by(t.c.created_at))
             ]
 
+    def cached(self, key: str | None) -> Principal | None:
+        """The principal of ``key`` if it was authenticated less than ``ttl`` ago (no I/O)."""
+        hit = self._cache.get(key) if key else None
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
     def authenticate(self, key: str | None, *, where: str = "") -> Principal:
         """The principal holding ``key``; :class:`AuthError` (audited) when missing or not recognised."""
         if not key:

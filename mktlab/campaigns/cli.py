@@ -13,38 +13,7 @@ from typing import Any
 
 import click
 
-key_option = click.option(
-    "--key",
-    envvar=None,
-    default=None,
-    help="API key (default: MKTLAB_API_KEY, then the local admin key).",
-)
-
-
-def principal(key: str | None) -> Any:
-    """The :class:`~mktlab.campaigns.roles.Principal` of ``key`` (or the configured one)."""
-    from mktlab.campaigns.access import KeyStore
-    from mktlab.campaigns.db import CampaignDB
-    from mktlab.config import settings
-    from mktlab.errors import AuthError
-
-    s = settings()
-    secret = key or s.api_key
-    if secret is None and s.admin_key_path.exists():
-        secret = s.admin_key_path.read_text().strip()
-    if not secret:
-        raise AuthError(
-            f"API key missing: pass --key, set MKTLAB_API_KEY, or create the local admin key "
-            f"with `mktlab keys local-admin` (it is written to {s.admin_key_path})"
-        )
-    return KeyStore(CampaignDB()).authenticate(secret)
-
-
-def lifecycle() -> Any:
-    from mktlab.campaigns.lifecycle import Lifecycle
-    from mktlab.config import service_settings
-
-    return Lifecycle(namespace=service_settings().namespace)
+from mktlab.campaigns.cli_common import key_option, lifecycle, principal
 
 
 def show(rec: dict[str, Any]) -> None:
@@ -226,6 +195,8 @@ def history_cmd(campaign_id, key) -> None:
 
 @campaign.command("report")
 @click.argument("campaign_id")
+@click.option("--outcomes", "outcomes_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Later events (CSV or Parquet: user_id, ts, event[, amount]) the conversions come from.")  # fmt: skip
 @click.option(
     "--decisions",
     "decisions_dir",
@@ -235,14 +206,29 @@ def history_cmd(campaign_id, key) -> None:
 @click.option(
     "--out", "out_path", default=None, help="HTML file (default data/processed/reports/<id>.html)."
 )
+@click.option("--outcome-event", default="purchase", show_default=True)
 @key_option
-def report_cmd(campaign_id, decisions_dir, out_path, key) -> None:
+def report_cmd(campaign_id, outcomes_path, decisions_dir, out_path, outcome_event, key) -> None:
     """Write the retrospective (lift and ROI against the holdout, segments, prediction vs outcome)."""
-    from mktlab.campaigns import review
+    import pandas as pd
+
+    from mktlab.campaigns.review import review_campaign
     from mktlab.campaigns.roles import require
+    from mktlab.config import settings
+    from mktlab.live.decisions import DecisionLog
 
     require(principal(key), "campaign.report")
-    path = review.report_cli(lifecycle(), campaign_id, decisions_dir=decisions_dir, out=out_path)
+    lc = lifecycle()
+    decisions = DecisionLog(decisions_dir).read(source=lc.strategy(campaign_id).name)
+    read = pd.read_parquet if outcomes_path.endswith(".parquet") else pd.read_csv
+    r = review_campaign(
+        lc, campaign_id, decisions, read(outcomes_path), outcome_event=outcome_event
+    )
+    path = r.to_html(out_path or settings().processed_dir / "reports" / f"{campaign_id}.html")
+    s = r.summary
+    click.echo(
+        f"lift {s['lift']:+.2%} [{s['lift_lo']:+.2%}, {s['lift_hi']:+.2%}]  ROI {s['roi']}  spend {s['spend']:,.2f}"
+    )
     click.echo(f"wrote {path}")
 
 

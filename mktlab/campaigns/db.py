@@ -126,6 +126,55 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+_AUDIT_DEFAULTS = dict(role=None, campaign_id=None, version=None, from_state=None, to_state=None,
+                       reason="", detail=None)  # fmt: skip
+
+
+class AuditBuffer:
+    """Audit rows of the request path, written in batches by a background thread.
+
+    A privileged request (``/issue``, ``/events``) should not wait for a database write of
+    its own: rows are queued and committed every ``interval`` seconds in one transaction.
+    A crash loses at most the last ``interval`` of audit rows (never the request's effect,
+    which its own store holds).
+    """
+
+    def __init__(self, db: CampaignDB, interval: float = 0.5):
+        self.db, self.interval = db, float(interval)
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mktlab-audit", daemon=True)
+        self._thread.start()
+
+    def add(self, *, actor: str, action: str, ok: bool, reason: str = "", role: str | None = None,
+            detail: dict | None = None, campaign_id: str | None = None) -> None:  # fmt: skip
+        row = dict(ts=time.time(), actor=actor, role=role, action=action, ok=bool(ok), reason=reason[:2000],
+                   detail=dumps(detail) if detail is not None else None, campaign_id=campaign_id)  # fmt: skip
+        with self._lock:
+            self._rows.append(row)
+
+    def flush(self) -> int:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        try:
+            self.db.audit_many(rows)
+        except ServiceUnavailableError:
+            with self._lock:  # keep them for the next try
+                self._rows[:0] = rows
+            return 0
+        return len(rows)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+
 def normalise_url(url: str) -> str:
     """psycopg 3 is what we install; SQLAlchemy's bare ``postgresql://`` means psycopg2."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -285,6 +334,13 @@ class CampaignDB:
             return
         with self.begin() as c:
             c.execute(audit.insert().values(**row))
+
+    def audit_many(self, rows: list[dict[str, Any]]) -> None:
+        """Append prepared audit rows (``ts, actor, role, action, ok, reason, ...``) in one transaction."""
+        if not rows:
+            return
+        with self.begin() as c:
+            c.execute(audit.insert(), [{**_AUDIT_DEFAULTS, **r} for r in rows])
 
     def audit_log(
         self, campaign_id: str | None = None, *, action: str | None = None, limit: int = 10_000

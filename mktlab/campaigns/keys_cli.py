@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mktlab.campaigns.cli import key_option, principal
+from mktlab.campaigns.cli_common import key_option, principal
 
 
 @click.group()

@@ -18,7 +18,7 @@ import click
 )
 def watch(interval, once, port, key) -> None:
     """Watch running campaigns; a tripped breaker pauses its campaign and records why."""
-    from mktlab.campaigns.cli import lifecycle, principal
+    from mktlab.campaigns.cli_common import lifecycle, principal
     from mktlab.campaigns.roles import require
     from mktlab.campaigns.watch import Watcher
 

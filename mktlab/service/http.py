@@ -24,7 +24,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from mktlab.errors import ConfigError, MktlabError, NotFoundError, ServiceUnavailableError
+from mktlab.errors import (
+    AuthError,
+    ConfigError,
+    ConflictError,
+    MktlabError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServiceUnavailableError,
+)
 
 Scope = dict[str, Any]
 
@@ -33,6 +41,12 @@ def status_of(exc: BaseException) -> int:
     """HTTP status for a mktlab error."""
     if isinstance(exc, NotFoundError):
         return 404
+    if isinstance(exc, AuthError):
+        return 401
+    if isinstance(exc, PermissionDeniedError):
+        return 403
+    if isinstance(exc, ConflictError):
+        return 409
     if isinstance(exc, ServiceUnavailableError):
         return 503
     if isinstance(exc, ConfigError):
@@ -76,13 +90,16 @@ def describe_validation(detail: list[dict[str, Any]]) -> str:
 # What each documented error status means for a client (the body is ErrorResponse)
 ERROR_STATUS = {
     400: "malformed JSON body",
+    401: "API key missing, not recognised or revoked",
+    403: "the key's role may not call this endpoint",
+    409: "the campaign is not in a state this step starts from, or changed meanwhile",
     404: "no such campaign",
     413: "request body over the size limit",
     422: "invalid request: the message names every bad field or value",
     500: "internal error (details in the server log)",
     503: "a backing service is unavailable (Redis, or no model registered for this endpoint)",
 }
-_TYPE_OF_STATUS = {400: "BadRequest", 404: "NotFound", 413: "PayloadTooLarge",
+_TYPE_OF_STATUS = {400: "BadRequest", 401: "AuthError", 403: "PermissionDeniedError", 404: "NotFound", 409: "ConflictError", 413: "PayloadTooLarge",
                    422: "ValidationError", 500: "InternalServerError", 503: "ServiceUnavailable"}  # fmt: skip
 
 # (method, path) -> (model of the 200 body, {status: model of its body or None = ErrorResponse})
@@ -137,7 +154,14 @@ def document_answers(spec: dict[str, Any], answers: Answers, error_model: Any) -
     """
     out = copy.deepcopy(spec)
     out["openapi"] = "3.1.0"
-    comps = out.setdefault("components", {}).setdefault("schemas", {})
+    out.setdefault("components", {})["securitySchemes"] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an mktlab API key (mktlab keys create)",
+        }
+    }
+    comps = out["components"].setdefault("schemas", {})
     error_ref = _schema_into(error_model, comps)
     for (method, path), (ok_model, statuses) in answers.items():
         op = out.get("paths", {}).get(path, {}).get(method.lower())
@@ -156,6 +180,8 @@ def document_answers(spec: dict[str, Any], answers: Answers, error_model: Any) -
                 "content": {"application/json": {"schema": body}},
             }
         op["responses"] = responses
+        if 401 in statuses:  # the operation needs an API key (mktlab.service.auth)
+            op["security"] = [{"apiKey": []}]
         if "requestBody" in op:
             op["requestBody"]["required"] = True  # every POST endpoint needs its JSON body
     used: set[str] = set()

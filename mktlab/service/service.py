@@ -8,7 +8,14 @@ input schemas become the typed bodies of ``/uplift`` and ``/next_action``.
 Endpoints: ``POST /uplift`` (batchable), ``POST /next_action``, ``POST /attribute``,
 ``POST /issue``, ``POST /events`` (app events onto the live bus),
 ``GET /campaigns/{campaign_id}``, ``GET /healthz`` (JSON health with the
-served model versions), ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI).
+served model versions), ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI), and
+the campaign lifecycle: ``POST /campaigns`` (create a draft), ``POST
+/campaigns/{id}/{step}`` (submit, approve, reject, launch, ramp, pause, resume, end,
+archive), ``GET /campaigns/{id}/record`` and ``GET /campaigns/{id}/history``.
+
+Every endpoint but the probes needs an API key (``Authorization: Bearer <key>``), checked
+by :class:`~mktlab.service.auth.AuthMiddleware`: 401 without a recognised key, 403 when
+its role may not (see :mod:`mktlab.campaigns.roles`).
 
 Every error answer has one body, ``{"error": ..., "type": ..., "detail": ...}``
 (:class:`~mktlab.service.schemas.ErrorResponse`), and ``/docs.json`` documents each
@@ -18,6 +25,7 @@ endpoint's statuses with their bodies (:data:`ANSWERS`).
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import time
 from http import HTTPStatus
@@ -28,9 +36,11 @@ from pydantic import Field
 
 from mktlab.config import service_settings
 from mktlab.coupons.connection import stop_started_embedded
-from mktlab.errors import MktlabError
+from mktlab.errors import MktlabError, NotFoundError, ValidationError
+from mktlab.service import credentials as access
 from mktlab.service import models as store
 from mktlab.service import schemas
+from mktlab.service.auth import AuthMiddleware
 from mktlab.service.core import ServiceCore
 from mktlab.service.http import MktlabHTTPMiddleware, error_body, error_response, status_of
 from mktlab.service.metrics import metrics
@@ -38,7 +48,7 @@ from mktlab.uplift.model import unseen_levels
 
 bentoml = store.bentoml_module()
 from bentoml.exceptions import BentoMLException  # noqa: E402  (after BENTOML_HOME is set)
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
 CFG = service_settings()
@@ -53,7 +63,7 @@ INLINE_ROWS = 64  # /uplift batches up to this many rows are scored on the event
 # categorical column -> levels seen in training, for the "unseen" field of /uplift answers
 SEEN_LEVELS = dict((SERVED["uplift"].metadata or {}).get("categorical") or {})
 
-_POST_ERRORS = dict.fromkeys((400, 413, 422, 500, 503))
+_POST_ERRORS = dict.fromkeys((400, 401, 403, 413, 422, 500, 503))
 # The answers /docs.json documents (see mktlab.service.http.document_answers)
 ANSWERS = {
     ("post", "/uplift"): (list[schemas.UpliftResult], _POST_ERRORS),
@@ -63,7 +73,7 @@ ANSWERS = {
     ("post", "/events"): (schemas.EventsResponse, _POST_ERRORS),
     ("get", "/campaigns/{campaign_id}"): (
         schemas.CampaignStatus,
-        dict.fromkeys((404, 500, 503)),
+        dict.fromkeys((401, 403, 404, 500, 503)),
     ),
     ("get", "/healthz"): (schemas.Health, {503: schemas.Starting}),
 }
@@ -103,6 +113,7 @@ class MktlabService:
 
     def __init__(self) -> None:
         self.core = ServiceCore.from_store(SERVED)  # exactly the models this class declared
+        self._lifecycle: Any = None
         metrics()
         self._stop = threading.Event()
         threading.Thread(target=self._watch_live, name="mktlab-live-gauges", daemon=True).start()
@@ -116,6 +127,7 @@ class MktlabService:
     def _close(self) -> None:
         self._stop.set()
         self.core.close()
+        access.close()
 
     @bentoml.api
     def events(
@@ -256,7 +268,87 @@ class MktlabService:
         _observe("campaigns", t0)
         return out
 
+    # -- the campaign lifecycle (mktlab.campaigns.lifecycle; the key's principal acts) ----
+    def lifecycle(self) -> Any:
+        if self._lifecycle is None:
+            from mktlab.campaigns.lifecycle import Lifecycle
 
+            self._lifecycle = Lifecycle(
+                access.db(), issuer=self.core.issuer(), namespace=CFG.namespace
+            )
+        return self._lifecycle
+
+    async def _lifecycle_call(self, endpoint: str, request: Request, call) -> Any:
+        t0 = time.perf_counter()
+        try:
+            body = await request.body()
+            data = json.loads(body) if body.strip() else {}
+            if not isinstance(data, dict):
+                raise ValidationError("body: expected a JSON object")
+            principal = request.scope.get("state", {}).get("principal")
+            out = await anyio.to_thread.run_sync(lambda: call(self.lifecycle(), principal, data))
+        except json.JSONDecodeError as exc:
+            return JSONResponse(
+                {"error": f"malformed JSON body: {exc}", "type": "BadRequest", "detail": None}, 400
+            )
+        except Exception as exc:
+            metrics()["errors"].labels(endpoint=endpoint, status=str(status_of(exc))).inc()
+            return JSONResponse(error_body(exc), status_code=status_of(exc))
+        _observe(endpoint, t0)
+        return JSONResponse(json.loads(json.dumps(out, default=str)))
+
+    @routes.post("/campaigns")
+    async def campaign_create(self, request: Request) -> Any:
+        """Create a draft from the campaign spec in the body (``mktlab.campaigns.spec``)."""
+        return await self._lifecycle_call(
+            "campaign_create",
+            request,
+            lambda lc, p, d: lc.create(d.get("spec", d), p, why=d.get("why", "")),
+        )
+
+    @routes.post("/campaigns/{campaign_id}/{step}")
+    async def campaign_step(self, campaign_id: str, step: str, request: Request) -> Any:
+        """One lifecycle step; the body holds its arguments (``note``, ``why``, ``reason``, ``rollout``)."""
+        return await self._lifecycle_call(
+            "campaign_step", request, lambda lc, p, d: lifecycle_step(lc, campaign_id, step, p, d)
+        )
+
+    @routes.get("/campaigns/{campaign_id}/record")
+    async def campaign_record(self, campaign_id: str, request: Request) -> Any:
+        """The campaign's record: state, version, rollout, spec, approvals, simulation."""
+        return await self._lifecycle_call(
+            "campaign_record", request, lambda lc, p, d: lc.get(campaign_id)
+        )
+
+    @routes.get("/campaigns/{campaign_id}/history")
+    async def campaign_history(self, campaign_id: str, request: Request) -> Any:
+        """Every attempt on the campaign, taken or refused (the audit log)."""
+        return await self._lifecycle_call(
+            "campaign_history",
+            request,
+            lambda lc, p, d: json.loads(lc.history(campaign_id).to_json(orient="records")),
+        )
+
+
+def lifecycle_step(lc: Any, campaign_id: str, step: str, principal: Any, d: dict) -> Any:
+    """Route ``POST /campaigns/{id}/{step}`` to the lifecycle method of that name."""
+    calls = {
+        "submit": lambda: lc.submit(campaign_id, principal),
+        "approve": lambda: lc.approve(campaign_id, principal, note=str(d.get("note", ""))),
+        "reject": lambda: lc.reject(campaign_id, principal, str(d.get("why", ""))),
+        "launch": lambda: lc.launch(campaign_id, principal, rollout=d.get("rollout", 0.05)),
+        "ramp": lambda: lc.ramp(campaign_id, principal, d.get("rollout")),
+        "pause": lambda: lc.pause(campaign_id, principal, reason=str(d.get("reason", ""))),
+        "resume": lambda: lc.resume(campaign_id, principal),
+        "end": lambda: lc.end(campaign_id, principal, why=str(d.get("why", ""))),
+        "archive": lambda: lc.archive(campaign_id, principal),
+    }
+    if step not in calls:
+        raise NotFoundError(f"campaign step {step!r}: expected one of {sorted(calls)}")
+    return calls[step]()
+
+
+MktlabService.add_asgi_middleware(AuthMiddleware, keystore=access.keystore, audit=access.audit)
 MktlabService.add_asgi_middleware(
     MktlabHTTPMiddleware,
     max_body_bytes=CFG.max_body_bytes,

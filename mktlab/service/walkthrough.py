@@ -3,7 +3,9 @@
 :func:`run_service_demo` imports the registered champions into the BentoML model store,
 starts ``bentoml serve`` on localhost, sends a handful of real requests (health, uplift,
 next action, attribution, coupon issuance with a retry, campaign status) and prints the
-answers. Then it either keeps serving with the URL shown until Ctrl+C, or stops cleanly
+answers; a request without an API key shows the 401 every endpoint but the probes gives
+(the local admin key, created on first run, is at ``settings().admin_key_path``). Then it
+either keeps serving with the URL shown until Ctrl+C, or stops cleanly
 (``exit_after=True``; ``make demo`` maps ``DEMO_EXIT=1`` to it).
 """
 
@@ -21,11 +23,14 @@ from mktlab.config import settings
 DEMO_CAMPAIGN = "demo-welcome"
 
 
-def _call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+def _call(
+    url: str, method: str = "GET", body: Any = None, key: str | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -157,13 +162,22 @@ def run_service_demo(
         + ", ".join(f"{k}={v.mlflow_version if v else '-'}" for k, v in imported.items())
     )
     _ensure_campaign(campaign_stock)
+    from mktlab.campaigns.access import ensure_local_admin
+
+    key_path, _ = ensure_local_admin()
+    key = key_path.read_text().strip()
+    click.echo(
+        f"the local admin API key is in {key_path} (send it as 'Authorization: Bearer <key>')"
+    )
     sp = ServiceProcess(port=port or cfg.port, host=host or cfg.host)
     click.echo(f"starting the service on {sp.url} (log: {sp.log_path}) ...")
     sp.start(timeout=180)
     answers: dict[str, list[tuple[int, Any]]] = {}
 
-    def call(name: str, path: str, body: Any = None) -> Any:
-        status, out = _call(sp.url + path, "GET" if body is None else "POST", body)
+    def call(name: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        status, out = _call(
+            sp.url + path, "GET" if body is None else "POST", body, key if auth else None
+        )
         answers.setdefault(name, []).append((status, out))
         _show(f"{'GET' if body is None else 'POST'} {path}", status, out)
         return out
@@ -178,7 +192,11 @@ def run_service_demo(
             "/next_action",
             {"state": _action_state(imported, rows[0]), "user_id": users[0]},
         )
-        known = (imported["attribution"].metadata or {}).get("channels") if imported.get("attribution") else None
+        known = (
+            (imported["attribution"].metadata or {}).get("channels")
+            if imported.get("attribution")
+            else None
+        )
         call("attribute", "/attribute", {"journeys": _journeys(3, known)})
         for u, r in zip(users, rows):
             call(
@@ -195,6 +213,12 @@ def run_service_demo(
             "issue",
             "/issue",
             {"campaign_id": DEMO_CAMPAIGN, "user_id": users[0], "request_id": f"demo-{users[0]}"},
+        )
+        call(  # without a key: 401, nothing issued
+            "issue_unauthenticated",
+            "/issue",
+            {"campaign_id": DEMO_CAMPAIGN, "user_id": users[0], "request_id": "demo-nokey"},
+            auth=False,
         )
         call("campaign", f"/campaigns/{DEMO_CAMPAIGN}")
         result = {

@@ -118,6 +118,24 @@ def _features(x0: float) -> dict:
     return {"x0": x0, "x1": 0.0, "x2": 0.0, "x3": 0.0, "x4": 0.0, "region": "north"}
 
 
+def admin_key() -> str:
+    """A new admin API key in the registry database of the current settings."""
+    from mktlab.campaigns.access import KeyStore
+    from mktlab.campaigns.db import CampaignDB
+    from mktlab.campaigns.roles import Principal
+
+    return KeyStore(CampaignDB()).create("service-tests", "admin", Principal("tests", "admin"))[1]
+
+
+def make_key(role: str, name: str | None = None) -> tuple[str, str]:
+    """``(key_id, key)`` of a new key in ``role`` (current settings' registry)."""
+    from mktlab.campaigns.access import KeyStore
+    from mktlab.campaigns.db import CampaignDB
+    from mktlab.campaigns.roles import Principal
+
+    return KeyStore(CampaignDB()).create(name or f"{role}-key", role, Principal("tests", "admin"))
+
+
 def write_service_data() -> None:
     """Identity map, the saved audience ``vip``, profiles (under the current settings)."""
     from pyroaring import BitMap
@@ -164,6 +182,10 @@ def service_env(workspace: Path, served_models, request):
         values["MKTLAB_REDIS_URL"] = own.url
     with _env(**values):
         write_service_data()
+        # the service needs a key for every endpoint but the probes: an admin key in this
+        # module's registry database, sent by HTTP unless a test says otherwise
+        values["MKTLAB_API_KEY"] = admin_key()
+        os.environ["MKTLAB_API_KEY"] = values["MKTLAB_API_KEY"]
         yield {"values": values, "redis": own, "dir": data_dir}
         if own is None:  # a shared Redis (CI): remove this module's keys, never FLUSH
             import redis
@@ -202,18 +224,33 @@ def issuer(service_env):
     iss.close()
 
 
-class HTTP:
-    """Tiny JSON client over urllib (real HTTP, no test client)."""
+DEFAULT = object()
 
-    def __init__(self, base: str):
+
+class HTTP:
+    """Tiny JSON client over urllib (real HTTP, no test client).
+
+    Sends ``key`` as ``Authorization: Bearer``; by default the module's admin key
+    (``MKTLAB_API_KEY`` of :func:`service_env`), ``key=None`` sends none.
+    """
+
+    def __init__(self, base: str, key=DEFAULT):
         self.base = base
+        self.key = key
 
     def request(
-        self, method: str, path: str, body=None, raw: bytes | None = None, timeout: float = 30
-    ):
+        self, method: str, path: str, body=None, raw: bytes | None = None, timeout: float = 30,
+        key=DEFAULT, headers: dict | None = None,
+    ):  # fmt: skip
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        key = self.key if key is DEFAULT else key
+        key = os.environ.get("MKTLAB_API_KEY") if key is DEFAULT else key
+        if key:
+            req.add_header("Authorization", f"Bearer {key}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 payload = r.read()

@@ -9,6 +9,8 @@ Bounded: at most ``MAX_EXAMPLES`` generated cases per operation.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -61,7 +63,9 @@ def test_every_answer_matches_the_published_spec(api_schema, method, path, mode)
     )
     @given(case=strategy)
     def check(case):
-        response = case.call(timeout=30)
+        response = case.call(
+            timeout=30, headers={"Authorization": f"Bearer {os.environ['MKTLAB_API_KEY']}"}
+        )
         # a body over the size limit is refused with its documented 413 before it is read,
         # whatever else is wrong with it: still a rejection, though not one of the 4xx
         # statuses schemathesis expects for invalid data
@@ -77,11 +81,11 @@ def test_error_answers_are_documented_with_their_body(http):
     error = spec["components"]["schemas"]["ErrorResponse"]
     assert error["required"] == ["error"]
     for path, codes in {
-        "/uplift": ("400", "413", "422", "500", "503"),
-        "/next_action": ("400", "413", "422", "500", "503"),
-        "/attribute": ("400", "413", "422", "500", "503"),
-        "/issue": ("400", "404", "413", "422", "500", "503"),
-        "/events": ("400", "413", "422", "500", "503"),
+        "/uplift": ("400", "401", "403", "413", "422", "500", "503"),
+        "/next_action": ("400", "401", "403", "413", "422", "500", "503"),
+        "/attribute": ("400", "401", "403", "413", "422", "500", "503"),
+        "/issue": ("400", "401", "403", "404", "413", "422", "500", "503"),
+        "/events": ("400", "401", "403", "413", "422", "500", "503"),
     }.items():
         responses = spec["paths"][path]["post"]["responses"]
         for code in codes:

@@ -7,8 +7,8 @@ import pytest
 
 @pytest.mark.slow
 def test_run_service_demo_answers_then_exits(service_env, served_models, capsys):
-    from mktlab.service.walkthrough import DEMO_CAMPAIGN, run_service_demo
     from mktlab.service.server import free_port
+    from mktlab.service.walkthrough import DEMO_CAMPAIGN, run_service_demo
 
     out = run_service_demo(exit_after=True, port=free_port(), n_users=3, campaign_stock=2)
     a = out["answers"]

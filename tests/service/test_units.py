@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError as PydanticError
 
-from mktlab.service.models import single_threaded
 from mktlab.service.http import describe_validation, status_of
+from mktlab.service.models import single_threaded
 from mktlab.service.schemas import Journey, feature_row_model
 
 
