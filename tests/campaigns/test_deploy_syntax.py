@@ -41,7 +41,8 @@ def test_alert_rules_have_the_rule_file_shape_and_parse():
             assert re.fullmatch(r"\d+[smhd]", r["for"])
         promql.parse(r["expr"])  # raises on bad PromQL
         used = set(NAME.findall(r["expr"]))
-        assert used and used <= EXPORTED, (r["alert"], used - EXPORTED)
+        assert used, r["alert"]
+        assert used <= EXPORTED, (r["alert"], used - EXPORTED)
 
 
 def test_bad_promql_is_refused_by_the_parser():
