@@ -190,7 +190,12 @@ def history_cmd(campaign_id, key) -> None:
     log["ts"] = log["ts"].map(
         lambda t: __import__("datetime").datetime.fromtimestamp(t).isoformat(timespec="seconds")
     )
-    click.echo(log[cols].to_string(index=False, max_colwidth=80))
+    click.echo(
+        log[cols]
+        .astype(object)
+        .where(log[cols].notna(), "")
+        .to_string(index=False, max_colwidth=80)
+    )
 
 
 @campaign.command("report")
