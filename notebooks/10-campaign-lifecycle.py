@@ -16,6 +16,10 @@
 # check the live workers and `/issue` run; their *outcomes* are drawn here with a planted effect
 # (treated users convert at 12%, held-out ones at 8%), so the review has a known truth to find.
 
+# %%
+# %load_ext autoreload
+# %autoreload 2
+
 # %% tags=["parameters"]
 SMALL = False  # True: small sizes (tests)
 N_USERS = 20_000
@@ -121,27 +125,18 @@ prediction = rec["simulation"]
 # everyone who was in at 10%, and the 20% holdout stays the same users throughout.
 
 # %%
-lc.launch(cid, olga, rollout=0.1)
 gate = CampaignStates(issuer.redis, ns, ttl=0)
 launched = lc.strategy(cid)
-
-
-class Everyone:
-    def in_audience(self, audience, user_id):
-        return True
-
-    def uplift(self, user_id):
-        return None
-
-
-def statuses():
-    el = Eligibility(launched, Everyone(), MemoryCapLedger(), gate=gate)
-    return pd.Series({u: el.check(u, "coupon", now, f"{cid}:{u}", record=False).status for u in users})
-
-
-at10 = statuses()
-lc.ramp(cid, olga, 0.5)
-at50 = statuses()
+shoppers = LiveContext(audiences={"shoppers": set(users)})
+status_at = {}
+for rollout in (0.1, 0.5):
+    if rollout == 0.1:
+        lc.launch(cid, olga, rollout=rollout)
+    else:
+        lc.ramp(cid, olga, rollout)
+    el = Eligibility(launched, shoppers, MemoryCapLedger(), gate=gate)
+    status_at[rollout] = pd.Series({u: el.check(u, "coupon", now, f"{cid}:{u}", record=False).status for u in users})
+at10, at50 = status_at[0.1], status_at[0.5]
 print(pd.DataFrame({"10%": at10.value_counts(), "50%": at50.value_counts()}).fillna(0).astype(int))
 kept = bool(((at10 == "ok") <= (at50 == "ok")).all())
 same_holdout = bool(((at10 == "holdout") == (at50 == "holdout")).all())

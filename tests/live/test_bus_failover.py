@@ -120,6 +120,9 @@ def run_kill_scenario(bus, cfg: dict, rec: redis.Redis, *, b_joins_late: bool) -
         bus.publish(published)
         workers.start("a")
         if not b_joins_late:
+            # a holds its first partitions before b starts: on a loaded machine b could
+            # otherwise take every lease first, and there would be no busy worker to kill
+            wait_for(lambda: rec.llen(key) >= 1, workers, 60, "worker a to start handling")
             workers.start("b")
         wait_for(lambda: rec.llen(key) >= 300, workers, 60, "worker a to make progress")
         if b_joins_late:  # RabbitMQ: b subscribes as the standby of every partition
