@@ -63,3 +63,20 @@ def test_the_dashboard_is_grafana_json_over_exported_metrics():
             expr = t["expr"].replace("$campaign", ".*")
             promql.parse(expr)
             assert set(NAME.findall(expr)) <= EXPORTED, (p["title"], expr)
+
+
+def test_selectors_only_use_labels_the_metrics_have():
+    labels = {
+        METRIC_NAMES[k]: set(m._labelnames)
+        for k, m in campaign_metrics(CollectorRegistry()).items()
+    }
+    exprs = [r["expr"] for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+             for r in g["rules"]]  # fmt: skip
+    dash = json.loads((DEPLOY / "grafana" / "mktlab-campaigns.json").read_text())
+    exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    for expr in exprs:
+        for name, sel in re.findall(r"\b(mktlab_[a-z_]+)\{([^}]*)\}", expr):
+            used = set(re.findall(r"([a-z_]+)\s*(?:=~|!=|!~|=)", sel))
+            assert used <= labels[name], (name, used - labels[name])
+        for by in re.findall(r"\bby \(([^)]*)\)", expr):
+            assert {x.strip() for x in by.split(",")} <= {"campaign", "arm", "breaker", "state"}

@@ -130,7 +130,100 @@ def test_metrics_are_exported_per_campaign(lifecycle, watcher):
     from prometheus_client import generate_latest
 
     text = generate_latest(watcher.registry).decode()
-    assert f'mktlab_campaign_issued{{campaign="{cid}"}} 3.0' in text
+    assert "mktlab_campaign_watch_errors_total{" not in text, text  # the pass read the campaign
+    assert f'mktlab_campaign_issued{{campaign="{cid}"}} 3.0' in text, text
     assert f'mktlab_campaign_spend{{campaign="{cid}"}} 15.0' in text
     assert f'mktlab_campaign_reconcile_mismatch{{campaign="{cid}"}} 0.0' in text
     assert watcher.last_tick["campaigns"] == 1
+
+
+def test_budget_raised_behind_the_issuers_back_is_a_mismatch(lifecycle, watcher):
+    cid = launched(lifecycle, audience="young")
+    issue(lifecycle, cid, 4)
+    assert watcher.tick() == []
+    meta = lifecycle.issuer._keys(cid, 0)["meta"]
+    lifecycle.issuer.redis.hincrby(meta, "budget", 10_000)  # 100.00 more to spend, in cents
+    trips = watcher.tick()
+    assert [t.breaker for t in trips] == ["reconciliation"]
+    assert trips[0].detail["excess_budget"] == pytest.approx(100.0)
+    assert lifecycle.get(cid)["state_reason"] == "breaker:reconciliation"
+
+
+def test_over_issue_loss_and_loss_rate():
+    from mktlab.campaigns.spec import CampaignSpec
+    from mktlab.campaigns.watch import Observation
+
+    spec = CampaignSpec.from_dict(make_spec())
+    now = time.time()
+    zero = dict.fromkeys(("decisions", "treated", "holdout", "conv_treated", "conv_holdout",
+                          "redeemed", "errors"), 0)  # fmt: skip
+    st = {"stock": 100, "issued": 103, "remaining": 0, "ledger_issued": 103, "budget_used": 515.0,
+          "cost_cents": 500, "budget_cents": 5_000_00}  # fmt: skip
+    t = Reconciliation().check(Observation("c", spec, now - 60, now, st, zero))
+    assert t.detail["excess_stock"] == 3
+    assert t.detail["loss"] == pytest.approx(15.0)  # three coupons beyond the stock
+    assert t.detail["loss_rate"] == pytest.approx(15 / 515)
+    # Redis forgot issues the ledger holds: its remaining stock would over-issue
+    st = {**st, "issued": 10, "remaining": 90, "ledger_issued": 12, "budget_used": 60.0}
+    t = Reconciliation().check(Observation("c", spec, now - 60, now, st, zero))
+    assert t.detail["excess_stock"] == 2
+    assert t.detail["loss"] == 0
+    # within tolerance: no trip
+    assert (
+        Reconciliation(tolerance=2).check(Observation("c", spec, now - 60, now, st, zero)) is None
+    )
+
+
+def test_an_error_spike_after_a_long_healthy_run_is_not_diluted(lifecycle, watcher):
+    cid = launched(lifecycle, audience="young")
+    counters = CampaignCounters(lifecycle.issuer.redis, lifecycle.namespace)
+    t = time.time()
+    for k in range(20):  # 100,000 healthy decisions over 20 minutes
+        counters.add(cid, decisions=5_000, errors=5)
+        assert watcher.tick(now=t + 60 * k) == []
+    # 20% errors in the last tick: 6.7% over the 5-minute window, 1.9% over the whole run
+    counters.add(cid, decisions=10_000, errors=2_000)
+    trips = watcher.tick(now=t + 60 * 20)
+    assert [x.breaker for x in trips] == ["error_spike"]
+    assert trips[0].detail["decisions"] == 4 * 5_000 + 10_000
+    assert trips[0].detail["window_s"] == pytest.approx(300)
+    assert trips[0].detail["rate"] > 0.05
+
+
+def test_the_reconciliation_delay_is_recorded_per_campaign(lifecycle, watcher):
+    a = launched(lifecycle, audience="young")
+    b = launched(lifecycle, audience="seniors")
+    watcher.tick()
+    first = dict(watcher.last_reconciled_at)
+    time.sleep(0.05)
+    t_write = time.time()
+    issue(lifecycle, a, 2)  # a ledger write between two passes
+    watcher.tick()
+    assert set(watcher.last_reconciled_at) == {a, b}
+    assert watcher.last_reconciled_at[a] >= t_write > first[a]
+    assert watcher.reconcile_delay[a] >= watcher.last_reconciled_at[a] - first[a]
+    from prometheus_client import generate_latest
+
+    text = generate_latest(watcher.registry).decode()
+    assert f'mktlab_campaign_reconcile_delay_seconds{{campaign="{a}"}}' in text
+    assert f'mktlab_campaign_state{{campaign="{a}",state="full"}} 1.0' in text
+    assert f'mktlab_campaign_state{{campaign="{a}",state="paused"}} 0.0' in text
+    assert f'mktlab_campaign_ledger_issued{{campaign="{a}"}} 2.0' in text
+
+
+def test_a_paused_campaign_is_watched_but_not_paused_again(lifecycle, watcher):
+    cid = launched(lifecycle, audience="young")
+    CampaignCounters(lifecycle.issuer.redis, lifecycle.namespace).add(
+        cid, decisions=1000, errors=500
+    )
+    assert [t.breaker for t in watcher.tick()] == ["error_spike"]
+    n = len(lifecycle.history(cid))
+    assert watcher.tick() == []
+    assert len(lifecycle.history(cid)) == n
+    from prometheus_client import generate_latest
+
+    text = generate_latest(watcher.registry).decode()
+    assert f'mktlab_campaign_state{{campaign="{cid}",state="paused"}} 1.0' in text
+    assert (
+        f'mktlab_campaign_breaker_trips_total{{breaker="error_spike",campaign="{cid}"}} 1.0' in text
+    )
