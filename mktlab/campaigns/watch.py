@@ -28,12 +28,10 @@ A breaker is any object with a ``name`` and ``check(observation) -> Trip | None`
 Counters live in one Redis hash per campaign, ``<namespace>:metrics:{<id>}``
 (:class:`CampaignCounters`: decisions, treated, holdout, conv_treated, conv_holdout,
 redeemed, errors). The issued count and spend come from the issuer and the ledger, so
-they are always real. *Who increments the hash:* today the tests, the benchmark and the
-notebook do, through :meth:`CampaignCounters.add`; the live engine's decisions
-(``mktlab.live.engine``) and the outcome join (conversions per arm) are not wired in yet —
-the engine writes its decision rows at checkpoints, which may be replayed after a crash,
-so its increments must be made idempotent per checkpoint before they can drive a
-breaker. Until then HarmfulEffect and ErrorSpike see zeros in production and stay quiet.
+they are always real. The live engine increments the hash exactly once per checkpoint
+(:class:`mktlab.campaigns.counters.LiveTally`: decisions, users per arm, their first
+conversion, failed effects); :meth:`CampaignCounters.add` is there for tests and counts
+kept elsewhere.
 
 Reconciliation runs on every tick, so its delay is at most the interval plus one
 pass's time; :attr:`Watcher.last_reconciled_at` and :attr:`Watcher.reconcile_delay`
@@ -50,10 +48,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from mktlab.campaigns.counters import COUNTERS, CampaignCounters  # noqa: F401 (re-exported)
 from mktlab.campaigns.roles import SYSTEM
 from mktlab.campaigns.spec import CampaignSpec
-
-COUNTERS = ("decisions", "treated", "holdout", "conv_treated", "conv_holdout", "redeemed", "errors")
 
 
 @dataclass(frozen=True)
@@ -63,32 +60,6 @@ class Trip:
     breaker: str
     reason: str
     detail: dict = field(default_factory=dict)
-
-
-class CampaignCounters:
-    """The per-campaign counters in Redis (``<namespace>:metrics:{<campaign id>}``)."""
-
-    def __init__(self, redis: Any, namespace: str):
-        self.redis, self.namespace = redis, namespace
-
-    def key(self, campaign_id: str) -> str:
-        return f"{self.namespace}:metrics:{{{campaign_id}}}"
-
-    def add(self, campaign_id: str, **counts: int) -> None:
-        bad = sorted(set(counts) - set(COUNTERS))
-        if bad:
-            from mktlab.errors import ValidationError
-
-            raise ValidationError(f"counters {bad}: expected some of {COUNTERS}")
-        pipe = self.redis.pipeline(transaction=False)
-        for k, v in counts.items():
-            pipe.hincrby(self.key(campaign_id), k, int(v))
-        pipe.execute()
-
-    def read(self, campaign_id: str) -> dict[str, int]:
-        raw = self.redis.hgetall(self.key(campaign_id))
-        got = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-        return {k: got.get(k, 0) for k in COUNTERS}
 
 
 @dataclass

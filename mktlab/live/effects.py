@@ -53,36 +53,46 @@ class EffectExecutor:
         self.tz = tz
 
     def execute(self, effects: Sequence[Any]) -> list[str]:
-        """Execute ``effects``; return one outcome label per effect, in order of kind."""
-        by_kind: dict[str, list[Any]] = defaultdict(list)
-        for e in effects:
-            by_kind[e.kind].append(e)
-        out: list[str] = []
-        if by_kind.get("coupon"):
-            out += self._coupons(by_kind["coupon"])
-        if by_kind.get("message"):
-            out += self._messages(by_kind["message"])
-        if by_kind.get("update"):
-            out += self._updates(by_kind["update"])
+        """Execute ``effects``; return one outcome label per effect, in the order given.
+
+        Effects of a kind go together (one ``issue_many`` per campaign, one
+        ``send_many``, one pipeline of updates).
+        """
+        by_kind: dict[str, list[int]] = defaultdict(list)
+        for i, e in enumerate(effects):
+            by_kind[e.kind].append(i)
         for kind in set(by_kind) - {"coupon", "message", "update"}:
             raise ValidationError(f"effect kind {kind!r}: expected coupon, message or update")
+        out: list[str] = [""] * len(effects)
+        for kind, run in (("coupon", self._coupons), ("message", self._messages),
+                          ("update", self._updates)):  # fmt: skip
+            idx = by_kind.get(kind)
+            if idx:
+                for i, label in zip(idx, run([effects[i] for i in idx]), strict=True):
+                    out[i] = label
         return out
 
     def _coupons(self, effects: list[Any]) -> list[str]:
         if self.issuer is None:
             return ["coupon_unrouted"] * len(effects)
-        by_campaign: dict[str, list[Any]] = defaultdict(list)
-        for e in effects:
+        by_campaign: dict[str, list[int]] = defaultdict(list)
+        for i, e in enumerate(effects):
             cid = e.payload.get("campaign_id") or e.payload.get("campaign")
-            by_campaign[str(cid)].append(e)
-        out = []
-        for cid, es in by_campaign.items():
+            by_campaign[str(cid)].append(i)
+        out = [""] * len(effects)
+        for cid, idx in by_campaign.items():
             try:
-                res = self.issuer.issue_many(cid, [(e.user_id, request_id_for(e.key)) for e in es])
+                res = self.issuer.issue_many(
+                    cid, [(effects[i].user_id, request_id_for(effects[i].key)) for i in idx]
+                )
             except NotFoundError:
-                out += ["coupon_unknown_campaign"] * len(es)
-                continue
-            out += ["coupon_issued" if r.issued else f"coupon_denied_{r.reason}" for r in res]
+                res = None
+            for j, i in enumerate(idx):
+                if res is None:
+                    out[i] = "coupon_unknown_campaign"
+                else:
+                    r = res[j]
+                    out[i] = "coupon_issued" if r.issued else f"coupon_denied_{r.reason}"
         return out
 
     def _messages(self, effects: list[Any]) -> list[str]:

@@ -54,6 +54,7 @@ class _Partition:
     order: deque = field(default_factory=deque)
 
     active: dict[str, set[str]] = field(default_factory=dict)  # user -> journeys they are in
+    tally: Any = None  # LiveTally: the campaign counters this partition adds at its checkpoint
 
     def track(self, user: str, journey: str, state: Any) -> None:
         if state is not None and not state.done:
@@ -101,7 +102,13 @@ class LiveEngine:
     namespace : str
     gate : CampaignStates, optional
         The campaign lifecycle's published states (:mod:`mktlab.campaigns.rollout`): a
-        paused campaign's rules act for nobody, a gray one's for its rollout only.
+        paused campaign's rules and journey actions act for nobody, a gray one's for its
+        rollout only (journeys: only users in the rollout enter). With a gate, each
+        checkpoint also adds the managed campaigns' decisions, users per arm, conversions
+        and failed effects to their watcher counters, in the checkpoint's own transaction
+        (:class:`mktlab.campaigns.counters.LiveTally`).
+    outcome_event : str
+        The event type the campaign counters count as a conversion (default ``purchase``).
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class LiveEngine:
         decisions: DecisionLog | None = None,
         namespace: str = "mktlab:live",
         gate: Any = None,
+        outcome_event: str = "purchase",
     ):
         jr: Any = None
         if journeys:
@@ -166,6 +174,11 @@ class LiveEngine:
         self._jr = jr
         self.context = context
         self.gate = gate  # campaign states of the lifecycle (mktlab.campaigns.rollout)
+        self.outcome_event = outcome_event
+        self._campaign_of = {s.name: s.campaign_id for s in self.strategies if s.campaign_id}
+        self._campaign_of |= {j.name: j.campaign_id for j in journeys if j.campaign_id}
+        self._tallied = gate is not None and bool(self._campaign_of)
+        self._batch_parts: dict[str, _Partition] = {}  # user -> partition, for failed effects
         self.redis = binary_client(redis)
         self.namespace = namespace
         self._sent: list[float] = []
@@ -205,6 +218,11 @@ class LiveEngine:
         )
         self._network = rules.network  # compiled once, shared by every partition
         part = _Partition(p, rules)
+        if self._tallied:
+            from mktlab.campaigns.counters import LiveTally
+
+            part.tally = LiveTally(self.gate, self._campaign_of, self.gate.namespace,
+                                   journeys=self.journeys, outcome_event=self.outcome_event)  # fmt: skip
         if self.journeys:
             part.windows = self._jr.EntryWindows(list(self.journeys.values()))
         ck = self.redis.hgetall(self._k("ckpt", p))
@@ -249,6 +267,8 @@ class LiveEngine:
             part.jstates[key] = res.state
         part.track(user, jname, res.state)
         part.dirty.add(key)
+        if self._tallied and res.effects:
+            self._batch_parts[user] = part
         st = res.state
         if st is not None and not st.done and st.wake_at:
             heapq.heappush(part.timers, (float(st.wake_at), user, jname))
@@ -262,7 +282,7 @@ class LiveEngine:
             cj = self.journeys.get(jname)
             if state is None or cj is None or state.done or state.wake_at != int(wake):
                 continue  # stale timer: the user moved on (an event resumed or ended the wait)
-            res = self._jr.on_timer(cj, state, wake, self.context, user_id=user)
+            res = self._jr.on_timer(cj, state, wake, self.context, user_id=user, gate=self.gate)
             self._journey_step(part, res, user, jname, out)
 
     def _on_event(self, part: _Partition, ev: Any, out: RunResult) -> Any:
@@ -306,7 +326,7 @@ class LiveEngine:
             ):
                 continue  # cannot enter on this event type: one set lookup
             trig = (jname in fired) if cj.windowed else None
-            res = self._jr.on_event(cj, state, ev, self.context, triggered=trig)
+            res = self._jr.on_event(cj, state, ev, self.context, triggered=trig, gate=self.gate)
             if res.state is state and not res.effects and not res.decisions:
                 continue  # nothing happened to this user in this journey
             self._journey_step(part, res, ev.user_id, jname, out)
@@ -332,6 +352,8 @@ class LiveEngine:
             part.processed.append(ev.event_id)
             part.remember(ev.event_id)
             rep.events += 1
+            if part.tally is not None and ev.event == self.outcome_event:
+                part.tally.conversion(ev.user_id, ev.ts)
             sent = ev.props.get("_sent_at") if ev.props else None
             if matched:
                 pending.append((part, ev, matched, -1 if sent is None else 0))
@@ -344,6 +366,8 @@ class LiveEngine:
                 res = part.rules.decide(matched, ev.user_id, ev.ts, ev.event_id, ev.props)
                 out.extend(res)
                 part.decisions.extend(res.decisions)
+                if self._tallied and res.effects:
+                    self._batch_parts[ev.user_id] = part
                 if timed == 0 and res.effects:
                     self._sent.append(float(ev.props["_sent_at"]))
         rep.decisions = len(out.decisions)
@@ -363,6 +387,7 @@ class LiveEngine:
     def process(self, deliveries: Sequence[Any]) -> BatchReport:
         """Decide and execute a batch (the worker then calls :meth:`checkpoint` and acks)."""
         self._sent = []
+        self._batch_parts = {}
         out, rep = self.decide(deliveries)
         self._execute(out, rep)
         return rep
@@ -373,6 +398,16 @@ class LiveEngine:
         for e in out.effects:
             rep.effects[e.kind] += 1
         rep.outcomes.update(r for r in results)
+        if (
+            self._tallied
+        ):  # failed effects count against their campaign, at its partition's checkpoint
+            from mktlab.campaigns.counters import ERROR_OUTCOMES
+
+            for e, r in zip(out.effects, results, strict=True):
+                part = self._batch_parts.get(e.user_id) if r in ERROR_OUTCOMES else None
+                if part is not None and part.tally is not None:
+                    part.tally.error(e.payload.get("campaign_id") or e.payload.get("campaign"))
+            self._batch_parts = {}
         done = time.time()
         self.latencies.extend(done - s for s in self._sent)
         self._sent = []
@@ -381,6 +416,7 @@ class LiveEngine:
         self.totals.update({f"outcome_{k}": v for k, v in rep.outcomes.items()})
 
     def flush_timers(self, now: float) -> BatchReport:
+        self._batch_parts = {}
         out, rep = self.advance(now)
         self._execute(out, rep)
         return rep
@@ -419,6 +455,9 @@ class LiveEngine:
                 pipe.zremrangebyrank(skey, 0, -RECENT_IDS - 1)
             ck["watermark"] = repr(part.watermark).encode()
             pipe.hset(self._k("ckpt", p), mapping=ck)
+            if part.tally is not None:  # the watcher's counters, once with the ids they came from
+                part.tally.decisions(part.decisions)
+                part.tally.queue(pipe)
             jkey, tkey = self._k("journeys", p), self._k("timers", p)
             for user, jname in part.dirty:
                 f = f"{user}{SEP}{jname}"

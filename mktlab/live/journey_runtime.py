@@ -143,6 +143,8 @@ class DecisionRecord:
     propensity: float = 1.0
     holdout: bool = False
     event_id: str | None = None
+    status: str = "ok"  # or rate_limited, or the campaign gate's campaign_paused / not_in_rollout
+    reason: str = ""
 
     def to_row(self) -> dict[str, Any]:
         """The record as a decision-log row (:data:`mktlab.strategy.DECISION_COLUMNS`)."""
@@ -152,8 +154,8 @@ class DecisionRecord:
             "key": f"{self.journey}:v{self.version}:{self.node_id}:{self.user_id}:{src}:{self.action}",
             "source": self.journey, "version": self.version, "node": self.node_id,
             "user_id": self.user_id, "ts": self.ts, "event_id": self.event_id,
-            "action": self.action, "status": "rate_limited" if refused else "ok",
-            "reason": "rate_limit" if refused else "", "arm": self.arm,
+            "action": self.action, "status": "rate_limited" if refused else self.status,
+            "reason": "rate_limit" if refused else self.reason, "arm": self.arm,
             "p_treat": 0.0 if self.holdout else 1.0, "propensity": self.propensity,
             "holdout": self.holdout, "uplift": None,
         }  # fmt: skip
@@ -287,10 +289,11 @@ def _matches(preds: Sequence, props: Mapping, ts: float, user: str, ctx: Journey
 class _Run:
     """The mutable scratch of one step: where the user is and what was decided."""
 
-    __slots__ = ("arm", "cj", "ctx", "decisions", "effects", "entered", "holdout", "p", "user")
+    __slots__ = ("arm", "cj", "ctx", "decisions", "effects", "entered", "gate", "holdout", "p",
+                 "user")  # fmt: skip
 
-    def __init__(self, cj: CompiledJourney, ctx: JourneyContext, user: str):
-        self.cj, self.ctx, self.user = cj, ctx, user
+    def __init__(self, cj: CompiledJourney, ctx: JourneyContext, user: str, gate: Any = None):
+        self.cj, self.ctx, self.user, self.gate = cj, ctx, user, gate
         self.decisions: list[DecisionRecord] = []
         self.effects: list[Effect] = []
         self.entered, self.arm, self.p, self.holdout = 0, NO_ARM, 1.0, False
@@ -300,13 +303,15 @@ class _Run:
                                                          st.holdout)  # fmt: skip
 
     def record(self, i: int, t: float, action: str, event_id: str | None, *,
-               arm: str | None = None, p: float | None = None) -> None:  # fmt: skip
+               arm: str | None = None, p: float | None = None,
+               refused: tuple[str, str] | None = None) -> None:  # fmt: skip
         cj = self.cj
         if arm is None and self.arm != NO_ARM:
             arm = cj.arm_names[self.arm]
+        status, reason = refused or ("ok", "")
         self.decisions.append(DecisionRecord(cj.name, cj.version, cj.nodes[i].id, self.user, t,
                                              action, arm, self.p if p is None else p,
-                                             self.holdout, event_id))  # fmt: skip
+                                             self.holdout, event_id, status, reason))  # fmt: skip
 
     def state(self, i: int, wake: int = 0, *, waiting: bool = False, done: bool = False,
               exited: int = 0) -> JourneyState:  # fmt: skip
@@ -341,6 +346,11 @@ class _Run:
                 i = cj.targets[i][label]
             elif kind in (_COUPON, _MESSAGE, _UPDATE):
                 action = ("coupon", "message", "update")[kind - _COUPON]
+                shut = self._gated(node) if kind != _UPDATE else None
+                if shut is not None:  # the campaign is paused, or the user is outside its rollout
+                    self.record(i, t, action, event_id, refused=shut)
+                    i = cj.targets[i]["next"]
+                    continue
                 self.record(i, t, action, event_id)
                 key = f"{cj.name}:v{cj.version}:{node.id}:{user}:{src}"
                 self.effects.append(Effect(action, key, user, node.id, t, self._payload(node)))
@@ -361,6 +371,13 @@ class _Run:
                 raise JourneyError(f"journey {cj.name}: node {node.id}: reached the entry node")
         raise JourneyError(f"journey {cj.name}: user {user} ran more than {len(cj.nodes) + 1} "
                            "nodes in one step (a loop without a wait)")  # fmt: skip
+
+    def _gated(self, node: Any) -> tuple[str, str] | None:
+        """The campaign gate's refusal of this coupon / message node for the user, if any."""
+        if self.gate is None:
+            return None
+        campaign = getattr(node, "campaign", None) or self.cj.journey.campaign_id
+        return self.gate.refuse(campaign, self.user)
 
     def _exit(self, i: int, t: float, event_id: str | None) -> JourneyState | None:
         self.record(i, t, "exit", event_id)
@@ -441,6 +458,7 @@ def on_event(
     ctx: JourneyContext,
     *,
     triggered: bool | None = None,
+    gate: Any = None,
 ) -> StepResult:
     """Advance one user through ``journey`` on one event.
 
@@ -456,6 +474,11 @@ def on_event(
     triggered : bool, optional
         Whether the journey's windowed entry trigger fired on this event (from
         :class:`EntryWindows`); required for such journeys, ignored otherwise.
+    gate : CampaignStates, optional
+        The campaign lifecycle's published states (:mod:`mktlab.campaigns.rollout`): a
+        user outside the rollout of the journey's campaign does not enter, and while the
+        campaign is paused its coupon and message nodes act for nobody (logged with the
+        gate's status; the user walks on).
 
     Returns
     -------
@@ -467,14 +490,14 @@ def on_event(
     if state is None or state.done:
         if cj.entry_events is not None and etype not in cj.entry_events:
             return _NOTHING if state is None else StepResult(state)  # one set lookup
-        run = _Run(cj, ctx, event.user_id)
+        run = _Run(cj, ctx, event.user_id, gate)
         return run.result(_enter(run, state, event, triggered))
     _check_version(cj, state)
     ts = event.ts
     overdue = 0 < state.wake_at <= ts
     if not overdue and not (state.waiting and etype == cj.wait_event[state.node]):
         return StepResult(state, (), (), float(state.wake_at) if state.wake_at else None)
-    run = _Run(cj, ctx, event.user_id)
+    run = _Run(cj, ctx, event.user_id, gate)
     st = state
     if overdue:
         after = _timer(run, state)
@@ -512,6 +535,8 @@ def _enter(run: _Run, state: JourneyState | None, event: Any, triggered: bool | 
         return state
     if entry.where and not _matches(entry.where, props, ts, run.user, run.ctx):
         return state
+    if run.gate is not None and run.gate.refuse(cj.journey.campaign_id, run.user) is not None:
+        return state  # the journey's campaign is paused, or the user is outside its rollout
     run.entered, run.arm, run.p, run.holdout = min(int(ts), _U32), NO_ARM, 1.0, False
     run.record(cj.entry_index, ts, "enter", event.event_id)
     return run.advance(cj.targets[cj.entry_index]["next"], ts, event.event_id, props)
@@ -524,6 +549,7 @@ def on_timer(
     ctx: JourneyContext,
     *,
     user_id: str,
+    gate: Any = None,
 ) -> StepResult:
     """Wake ``user_id`` if their ``wake_at`` has come (a no-op before it, or once they left).
 
@@ -538,7 +564,7 @@ def on_timer(
         return StepResult(state, (), (), wake)
     cj = journey if isinstance(journey, CompiledJourney) else compile_journey(journey)
     _check_version(cj, state)
-    run = _Run(cj, ctx, user_id)
+    run = _Run(cj, ctx, user_id, gate)
     return run.result(_timer(run, state))
 
 
@@ -588,7 +614,9 @@ class EntryWindows:
         row.update(user_id=event.user_id, ts=round(event.ts * NS), event=event.event)
         return frozenset(self.names[d.rule_id] for d in self._engine.process(row))
 
-    engine = property(lambda self: self._engine, doc="The rules' OnlineEngine counting the windows (or None).")
+    engine = property(
+        lambda self: self._engine, doc="The rules' OnlineEngine counting the windows (or None)."
+    )
 
     def snapshot(self) -> bytes:
         """The window counts as bytes (a worker checkpoint); see :meth:`restore`."""

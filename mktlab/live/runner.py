@@ -13,7 +13,8 @@ A spec is a dict (or a YAML file, ``mktlab live run --spec live.yaml``)::
     uplift: {u1: 0.04}                            # or null
     tz: UTC
     issue: true                                   # coupons through the Redis issuer
-    issuer_namespace: mktlab:cp                   # the issuer's key prefix
+    issuer_namespace: mktlab:cp                   # the issuer's (and the campaign lifecycle's) prefix
+    outcome_event: purchase                       # a conversion, for the campaign watcher's counters
     ledger_url: null                              # default MKTLAB_LEDGER_URL / SQLite
     deliver: true                                 # messages through the gateway
     delivery_url: null                            # default MKTLAB_DELIVERY_URL / SQLite
@@ -34,6 +35,7 @@ from typing import Any
 from mktlab.errors import ValidationError
 
 SPEC_KEYS = {
+    "outcome_event",
     "strategies",
     "journeys",
     "templates",
@@ -211,5 +213,6 @@ def build_engine(spec: Mapping[str, Any]) -> tuple[Any, Any]:
         decisions=decisions,
         namespace=ns,
         gate=gate,
+        outcome_event=str(spec.get("outcome_event") or "purchase"),
     )
     return engine, open_bus_for(spec)

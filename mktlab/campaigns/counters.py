@@ -1,0 +1,192 @@
+"""Per-campaign counters in Redis, and how the live loop feeds them exactly once.
+
+One hash per campaign, ``<namespace>:metrics:{<id>}`` (:class:`CampaignCounters`), holds
+``decisions``, ``treated``, ``holdout``, ``conv_treated``, ``conv_holdout``,
+``redeemed`` and ``errors``; the watcher (:mod:`mktlab.campaigns.watch`) reads it every
+tick and its breakers judge the campaign on it.
+
+The live engine feeds it through :class:`LiveTally`, one per bus partition:
+
+- **decisions** — coupon and message decisions of a managed campaign's strategy or
+  journey (rows refused by the campaign's own gate, ``campaign_paused`` and
+  ``not_in_rollout``, are not the campaign's traffic and are not counted);
+- **treated / holdout** — *users*, not decisions: the first time a user of the gray
+  traffic is decided for, their arm (the strategy's holdout hash, or a journey's holdout
+  split) is written to ``<namespace>:metrics:{<id>}:arm`` and the arm's count goes up
+  once. Holdout users outside the rollout are left out, so both arms are drawn from the
+  same traffic (the strategy checks the holdout before the rollout);
+- **conv_treated / conv_holdout** — the first ``outcome_event`` (default ``purchase``) of
+  a user who has an arm, after the arm was set (intention to treat);
+- **errors** — effects that failed: an unknown campaign at the issuer, a message the
+  gateway refused or failed to deliver on every channel.
+
+Exactly once: the tally is written by one Lua call per campaign *inside the engine's
+checkpoint transaction*, next to the ids of the events it came from. A worker that dies
+before the checkpoint leaves neither; the events are redelivered, decided again and
+counted then. Arms and conversions are also idempotent by user (``HSETNX``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mktlab.campaigns.rollout import ACTIVE, in_rollout
+from mktlab.errors import ValidationError
+
+COUNTERS = ("decisions", "treated", "holdout", "conv_treated", "conv_holdout", "redeemed", "errors")
+GATED = ("campaign_paused", "not_in_rollout")  # the campaign's own gate refused: not its traffic
+ACTED = ("coupon", "message")
+ERROR_OUTCOMES = frozenset({"coupon_unknown_campaign", "message_refused", "message_failed"})
+
+
+def metrics_key(namespace: str, campaign_id: str) -> str:
+    return f"{namespace}:metrics:{{{campaign_id}}}"
+
+
+class CampaignCounters:
+    """The per-campaign counters in Redis (``<namespace>:metrics:{<campaign id>}``)."""
+
+    def __init__(self, redis: Any, namespace: str):
+        self.redis, self.namespace = redis, namespace
+
+    def key(self, campaign_id: str) -> str:
+        return metrics_key(self.namespace, campaign_id)
+
+    def add(self, campaign_id: str, **counts: int) -> None:
+        """Add to counters by hand (tests, replays of counts kept elsewhere)."""
+        bad = sorted(set(counts) - set(COUNTERS))
+        if bad:
+            raise ValidationError(f"counters {bad}: expected some of {COUNTERS}")
+        pipe = self.redis.pipeline(transaction=False)
+        for k, v in counts.items():
+            pipe.hincrby(self.key(campaign_id), k, int(v))
+        pipe.execute()
+
+    def read(self, campaign_id: str) -> dict[str, int]:
+        raw = self.redis.hgetall(self.key(campaign_id))
+        got = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        return {k: got.get(k, 0) for k in COUNTERS}
+
+    def arm(self, campaign_id: str, user_id: str) -> str | None:
+        """The arm a user was counted in (``treated`` / ``holdout``), or None."""
+        v = self.redis.hget(self.key(campaign_id) + ":arm", user_id)
+        return v.decode() if isinstance(v, bytes) else v
+
+
+# KEYS: metrics hash, arm hash (user -> arm), converted hash (user -> 1), all of one
+# campaign (one hash tag). ARGV: decisions, errors, then (op, user, arm) triples in event
+# order: op "a" sets the user's arm once, op "c" counts the user's first conversion once.
+_TALLY_LUA = """
+local m, arms, conv = KEYS[1], KEYS[2], KEYS[3]
+if tonumber(ARGV[1]) > 0 then redis.call('HINCRBY', m, 'decisions', ARGV[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', m, 'errors', ARGV[2]) end
+for i = 3, #ARGV, 3 do
+  local user = ARGV[i + 1]
+  if ARGV[i] == 'a' then
+    if redis.call('HSETNX', arms, user, ARGV[i + 2]) == 1 then
+      redis.call('HINCRBY', m, ARGV[i + 2], 1)
+    end
+  else
+    local arm = redis.call('HGET', arms, user)
+    if arm and redis.call('HSETNX', conv, user, 1) == 1 then
+      redis.call('HINCRBY', m, 'conv_' .. arm, 1)
+    end
+  end
+end
+return 1
+"""
+
+
+class LiveTally:
+    """What one partition's decisions, events and effect outcomes add to the counters.
+
+    Parameters
+    ----------
+    states : CampaignStates
+        The lifecycle's published states (a campaign with none is not managed: not counted).
+    campaign_of : mapping
+        Strategy or journey name -> campaign id.
+    journeys : iterable of str
+        Which of those names are journeys (their arm is their holdout split's).
+    namespace : str
+        The lifecycle's namespace (the issuer's), where the counters live.
+    outcome_event : str
+        The event type that counts as a conversion.
+    """
+
+    def __init__(self, states: Any, campaign_of: Mapping[str, str], namespace: str, *,
+                 journeys: Iterable[str] = (), outcome_event: str = "purchase"):  # fmt: skip
+        self.states = states
+        self.journeys = frozenset(journeys)
+        self.campaign_of = {k: v for k, v in campaign_of.items() if v}
+        self.campaigns = sorted(set(self.campaign_of.values()))
+        self.namespace = namespace
+        self.outcome_event = outcome_event
+        self._counts: dict[str, list[int]] = {}  # campaign -> [decisions, errors]
+        # campaign -> (ts, tie, op, user, arm): conversions after decisions of the same instant
+        self._ops: dict[str, list[tuple[float, int, str, str, str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._counts or self._ops)
+
+    def _managed(self, cid: str) -> dict | None:
+        st = self.states.get(cid)
+        return st if st is not None and st["state"] in ACTIVE else None
+
+    def decisions(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Count decision-log rows (:data:`mktlab.strategy.DECISION_COLUMNS`)."""
+        for r in rows:
+            cid = self.campaign_of.get(r["source"])
+            if cid is None or r["status"] in GATED:
+                continue
+            action, user, journey = r["action"], r["user_id"], r["source"] in self.journeys
+            if action in ACTED:
+                st = self._managed(cid)
+                if st is None:
+                    continue
+                arm = None  # a journey's arm comes from its holdout split
+                if not journey and r["status"] == "holdout":
+                    if not in_rollout(user, st["salt"], st["rollout"]):
+                        continue  # held out, but not in the gray traffic: not comparable
+                    arm = "holdout"
+                elif not journey:
+                    arm = "treated"
+                self._counts.setdefault(cid, [0, 0])[0] += 1
+                if arm is not None:
+                    self._ops.setdefault(cid, []).append((float(r["ts"]), 0, "a", user, arm))
+            elif (action == "split" and r.get("arm") in ("treated", "holdout")
+                  and self._managed(cid) is not None):  # fmt: skip
+                self._ops.setdefault(cid, []).append((float(r["ts"]), 0, "a", user, r["arm"]))
+
+    def conversion(self, user_id: str, ts: float) -> None:
+        """An ``outcome_event`` of ``user_id`` at ``ts``: a conversion wherever they have an arm.
+
+        Counted after the decisions of the same instant; the user's arm must have been set
+        first (by this tally or an earlier one).
+        """
+        for cid in self.campaigns:
+            if self._managed(cid) is not None:
+                self._ops.setdefault(cid, []).append((float(ts), 1, "c", user_id, ""))
+
+    def error(self, campaign_id: str | None, n: int = 1) -> None:
+        """``n`` failed effects of ``campaign_id`` (ignored when it is not managed)."""
+        if campaign_id in self.campaigns and self._managed(campaign_id) is not None:
+            self._counts.setdefault(campaign_id, [0, 0])[1] += n
+
+    def queue(self, pipe: Any) -> int:
+        """Add the tally to ``pipe`` (the checkpoint's transaction) and start afresh.
+
+        Returns the number of campaigns it touched.
+        """
+        n = 0
+        for cid in sorted(set(self._counts) | set(self._ops)):
+            d, e = self._counts.get(cid, (0, 0))
+            args: list[Any] = [d, e]
+            for _, _, op, user, arm in sorted(self._ops.get(cid, ()), key=lambda o: (o[0], o[1])):
+                args += (op, user, arm)
+            m = metrics_key(self.namespace, cid)
+            pipe.eval(_TALLY_LUA, 3, m, m + ":arm", m + ":conv", *args)
+            n += 1
+        self._counts, self._ops = {}, {}
+        return n
