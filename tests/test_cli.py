@@ -72,9 +72,12 @@ def test_demo_small_runs_end_to_end_and_exits(workspace):
         "attribution",
         "rl policy",
         "coupon flash sale",
+        "live loop",
+        "campaign lifecycle",
     ):
         assert f"== {stage}" in text, stage
     assert "== summary" in text
+    assert "after the planted over-issue: paused (breaker:reconciliation)" in text
     assert (
         "flash sale correct (issued == min(stock, users), no duplicates, ledger == Redis): True"
         in text
@@ -92,4 +95,6 @@ def test_demo_small_runs_end_to_end_and_exits(workspace):
     assert row["metrics.world_users"] == 5000
     assert row["metrics.identity_f1"] > 0.98
     assert row["metrics.coupons_ok"] == 1
+    assert row["metrics.campaign_treated_users"] > 0  # the workers fed the watcher's counters
+    assert row["metrics.campaign_holdout_users"] > 0
     assert tracking.champion_version("uplift") is not None
