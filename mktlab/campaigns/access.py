@@ -55,11 +55,25 @@ class KeyStore:
     db : CampaignDB
     ttl : float
         Seconds a successful lookup is cached (a revocation takes effect within it).
+    audit : AuditBuffer, optional
+        Where refused attempts are audited (the service's batched buffer, so a refusal
+        costs no database write of its own); default: written at once.
+    refusals_per_window : int
+        Refusals audited one by one per actor (key id, or ``anonymous``) per
+        ``refusal_window`` seconds; past that they are counted, and the count is audited
+        with the next refusal the window allows (a flood of bad keys cannot flood the log).
     """
 
-    def __init__(self, db: CampaignDB | None = None, *, ttl: float = 1.0):
+    def __init__(self, db: CampaignDB | None = None, *, ttl: float = 1.0, audit: Any = None,
+                 refusals_per_window: int = 20, refusal_window: float = 10.0):  # fmt: skip
         self.db = db if db is not None else CampaignDB()
         self.ttl = float(ttl)
+        self.audit = audit
+        self.refusals_per_window, self.refusal_window = (
+            int(refusals_per_window),
+            float(refusal_window),
+        )
+        self._refusals: dict[str, list[float]] = {}  # actor -> [window start, audited, suppressed]
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
@@ -153,13 +167,30 @@ class KeyStore:
         return p
 
     def _refused(self, actor: str, reason: str, where: str) -> None:
-        self.db.audit(
-            actor=actor,
-            action="auth",
-            ok=False,
-            reason=reason,
-            detail={"where": where} if where else None,
-        )
+        now = time.monotonic()
+        with self._lock:
+            w = self._refusals.get(actor)
+            if w is None or now - w[0] >= self.refusal_window:
+                if len(self._refusals) > 10_000:
+                    self._refusals.clear()
+                suppressed = int(w[2]) if w is not None else 0
+                w = self._refusals[actor] = [now, 0, 0]
+            else:
+                suppressed = 0
+            if w[1] >= self.refusals_per_window:
+                w[2] += 1
+                return
+            w[1] += 1
+        detail: dict[str, Any] = {"where": where} if where else {}
+        if suppressed:
+            detail["suppressed_before"] = (
+                suppressed  # refusals of the previous window not audited singly
+            )
+        row = dict(actor=actor, action="auth", ok=False, reason=reason, detail=detail or None)
+        if self.audit is not None:
+            self.audit.add(**row)
+        else:
+            self.db.audit(**row)
 
 
 def write_secret(path: Path, secret: str) -> None:

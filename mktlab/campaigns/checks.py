@@ -108,10 +108,6 @@ def audience_bitmap(audiences: Any, name: str) -> Any:
     raise ValidationError(f"audiences: cannot look up audiences in a {type(audiences).__name__}")
 
 
-def _size(bm: Any) -> int:
-    return len(bm)
-
-
 def _overlap(a: Any, b: Any) -> int:
     if hasattr(a, "intersection_cardinality"):
         try:
@@ -205,7 +201,7 @@ def check_overlap(
             shared = (
                 "all"
                 if mine is None and theirs is None
-                else _size(mine if theirs is None else theirs)
+                else len(mine if theirs is None else theirs)
             )
         elif mine is None or theirs is None:
             shared = "unknown"  # an audience could not be read: refuse rather than guess

@@ -36,7 +36,7 @@ from mktlab.campaigns.db import CampaignDB
 from mktlab.campaigns.registry import Registry
 from mktlab.campaigns.roles import Principal, require
 from mktlab.campaigns.rollout import publish_state
-from mktlab.campaigns.spec import CampaignSpec
+from mktlab.campaigns.spec import CampaignSpec, coerce
 from mktlab.errors import ConflictError, MktlabError, ValidationError
 
 STATES = (
@@ -157,12 +157,7 @@ class Lifecycle:
 
     def running(self) -> list[dict[str, Any]]:
         """Launched campaigns not yet ended (gray, full, paused), with their ``spec``."""
-        out = []
-        for row in self.registry.rows(RUNNING):
-            out.append(
-                {**row, "spec": self.registry.version(row["campaign_id"], row["version"])["spec"]}
-            )
-        return out
+        return self.registry.rows(RUNNING, with_spec=True)
 
     def history(self, campaign_id: str):
         """The campaign's audit trail (every attempt, taken or refused), oldest first."""
@@ -182,14 +177,15 @@ class Lifecycle:
     def versions(self, campaign_id: str) -> list[dict[str, Any]]:
         return self.registry.versions(campaign_id)
 
-    def approvers(self, campaign_id: str, version: int) -> list[str]:
+    def approvers(self, campaign_id: str, version: int, conn: Any = None) -> list[str]:
+        """Who approved ``version`` (sorted); inside ``conn``'s transaction when given."""
         import sqlalchemy as sa
 
         t = tables.approvals
+        q = sa.select(t.c.approver).where(t.c.campaign_id == campaign_id, t.c.version == version)
+        if conn is not None:
+            return sorted(conn.execute(q).scalars())
         with self.db.connect() as c:
-            q = sa.select(t.c.approver).where(
-                t.c.campaign_id == campaign_id, t.c.version == version
-            )
             return sorted(c.execute(q).scalars())
 
     # -- the machinery of a step ----------------------------------------------------------
@@ -249,7 +245,7 @@ class Lifecycle:
         )
         try:
             require(by, action)
-            s = spec if isinstance(spec, CampaignSpec) else checks_coerce(spec)
+            s = spec if isinstance(spec, CampaignSpec) else coerce(spec)
             cid = s.campaign_id
             self._refuse_if(
                 cid, "create", checks.check_definition(s, self.settings, audiences=self.audiences)
@@ -270,7 +266,7 @@ class Lifecycle:
         """Store a changed definition as the next version (drafts only; approvals start over)."""
 
         def act(conn, row):
-            s = checks_coerce(spec)
+            s = coerce(spec)
             self._refuse_if(
                 campaign_id,
                 "update",
@@ -413,7 +409,7 @@ class Lifecycle:
         def act(conn, row):
             v = self.registry.version(campaign_id, row["version"], conn)
             s = CampaignSpec.from_dict(v["spec"])
-            problems = (checks.check_approvals(s, row["owner"], self._approvers(conn, campaign_id, row["version"]), self.settings)
+            problems = (checks.check_approvals(s, row["owner"], self.approvers(campaign_id, row["version"], conn), self.settings)
                         + checks.check_simulation(s, v["simulation"], self.settings)
                         + checks.check_overlap(s, self._running_specs(conn), audiences=self.audiences))  # fmt: skip
             if now >= s.end:
@@ -427,18 +423,6 @@ class Lifecycle:
                 "rollout": rollout, "simulation": v["simulation"]}  # fmt: skip
 
         return self._step("launch", campaign_id, by, act, detail={"rollout": rollout})
-
-    def _approvers(self, conn, campaign_id: str, version: int) -> list[str]:
-        import sqlalchemy as sa
-
-        t = tables.approvals
-        return list(
-            conn.execute(
-                sa.select(t.c.approver).where(
-                    t.c.campaign_id == campaign_id, t.c.version == version
-                )
-            ).scalars()
-        )
 
     def _make_real(self, s: CampaignSpec, version: int, state: str, rollout: float) -> None:
         """Strategy into the catalog, the issuer's campaign, the published state."""
@@ -565,12 +549,6 @@ class Lifecycle:
 
                 out.append(self._step("start", row["campaign_id"], by, act))
         return out
-
-
-def checks_coerce(spec: Any) -> CampaignSpec:
-    from mktlab.campaigns.spec import coerce
-
-    return coerce(spec)
 
 
 def _simulation_of(result: Any) -> dict[str, Any]:

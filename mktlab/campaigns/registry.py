@@ -84,12 +84,29 @@ class Registry:
             )
             return [self._decode(_row(r)) for r in rows]
 
-    def rows(self, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-        q = sa.select(tables.campaigns).order_by(tables.campaigns.c.created_at)
+    def rows(
+        self, states: tuple[str, ...] | None = None, *, with_spec: bool = False
+    ) -> list[dict[str, Any]]:
+        """Campaign rows (in ``states``), oldest first; ``with_spec`` adds the current version's spec.
+
+        One query either way (the spec by a join on the current version).
+        """
+        c_, v_ = tables.campaigns, tables.campaign_versions
+        if with_spec:
+            q = sa.select(c_, v_.c.spec.label("_spec")).join(
+                v_, sa.and_(v_.c.campaign_id == c_.c.campaign_id, v_.c.version == c_.c.version)
+            )
+        else:
+            q = sa.select(c_)
+        q = q.order_by(c_.c.created_at)
         if states is not None:
-            q = q.where(tables.campaigns.c.state.in_(states))
+            q = q.where(c_.c.state.in_(states))
         with self.db.connect() as c:
-            return [_row(r) for r in c.execute(q)]
+            out = [_row(r) for r in c.execute(q)]
+        for d in out:
+            if with_spec:
+                d["spec"] = json.loads(d.pop("_spec"))
+        return out
 
     # -- writes (inside the caller's transaction) ----------------------------------------
     @staticmethod

@@ -30,7 +30,7 @@ def keystore() -> Any:
     if _keys is None:
         from mktlab.campaigns.access import KeyStore
 
-        store = KeyStore(db())
+        store = KeyStore(db(), audit=audit())
         with _lock:
             _keys = _keys or store
     return _keys

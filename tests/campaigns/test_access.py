@@ -87,3 +87,25 @@ def test_the_local_admin_key_is_private_and_reused(db, tmp_path):
     _, created = ensure_local_admin(db, path)  # a revoked one is replaced
     assert created
     assert path.read_text().strip() != key
+
+
+def test_a_flood_of_bad_keys_is_audited_in_batches_and_summarised(db):
+    """Refusals go through the batched buffer; past the per-actor limit they are counted, not written."""
+    from mktlab.campaigns.db import AuditBuffer
+
+    buf = AuditBuffer(db, interval=60)  # flushed by hand below
+    ks = KeyStore(db, ttl=0, audit=buf, refusals_per_window=5, refusal_window=0.5)
+    for _ in range(30):
+        with pytest.raises(AuthError):
+            ks.authenticate("garbage")
+    assert len(db.audit_log(action="auth")) == 0  # nothing written on the request path
+    buf.flush()
+    assert len(db.audit_log(action="auth")) == 5
+    time.sleep(0.6)  # the next window: its first refusal carries the count of the skipped ones
+    with pytest.raises(AuthError):
+        ks.authenticate("garbage")
+    buf.flush()
+    log = db.audit_log(action="auth")
+    assert len(log) == 6
+    assert log.iloc[-1]["detail"] == {"suppressed_before": 25}
+    buf.close()
