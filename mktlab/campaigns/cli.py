@@ -231,9 +231,9 @@ def report_cmd(campaign_id, outcomes_path, decisions_dir, out_path, outcome_even
     )
     path = r.to_html(out_path or settings().processed_dir / "reports" / f"{campaign_id}.html")
     s = r.summary
-    click.echo(
-        f"lift {s['lift']:+.2%} [{s['lift_lo']:+.2%}, {s['lift_hi']:+.2%}]  ROI {s['roi']}  spend {s['spend']:,.2f}"
-    )
+    roi = "n/a" if s.get("roi") is None else f"{s['roi']:.2f}"
+    click.echo(f"lift {s['lift']:+.2%} [{s['lift_lo']:+.2%}, {s['lift_hi']:+.2%}] against the holdout; "
+               f"ROI {roi}; spend {s['spend']:,.2f} (redeemed coupons and sends)")  # fmt: skip
     click.echo(f"wrote {path}")
 
 

@@ -268,6 +268,7 @@ class Watcher:
         self.last_tick: dict[str, float] = {}
         self.last_reconciled_at: dict[str, float] = {}  # campaign -> when Redis met the ledger
         self.reconcile_delay: dict[str, float] = {}  # campaign -> worst age of what was compared
+        self.observed: dict[str, Observation] = {}  # campaign -> what the last pass read of it
         self._recon = next((b for b in self.breakers if isinstance(b, Reconciliation)),
                            Reconciliation())  # fmt: skip
         self._stop = threading.Event()
@@ -313,7 +314,7 @@ class Watcher:
     def _watch_one(self, rec: dict[str, Any], now: float) -> Trip | None:
         cid = rec["campaign_id"]
         compared_from = time.time()  # a ledger write before this moment is in the comparison
-        o = self.observe(rec, now)
+        o = self.observed[cid] = self.observe(rec, now)
         prev = self.last_reconciled_at.get(cid)
         self.last_reconciled_at[cid] = compared_from
         # worst case: a write just after the previous comparison began waited until this one ended

@@ -25,7 +25,13 @@ def watch(interval, once, port, key) -> None:
     require(principal(key), "campaign.pause")
     w = Watcher(lifecycle(), interval=interval)
     if once:
-        for t in w.tick():
+        trips = w.tick()
+        for cid, o in w.observed.items():  # what the breakers judged, campaign by campaign
+            c = o.counters
+            click.echo(f"{cid}: issued {o.status.get('issued', 0)}, spend {o.spend:,.2f}; users treated "
+                       f"{c['treated']} (converted {c['conv_treated']}), holdout {c['holdout']} "
+                       f"(converted {c['conv_holdout']}); decisions {c['decisions']}, errors {c['errors']}")  # fmt: skip
+        for t in trips:
             click.echo(f"paused by {t.breaker}: {t.reason}")
         click.echo(
             f"watched {w.last_tick['campaigns']} campaign(s) in {w.last_tick['seconds'] * 1000:.0f} ms"

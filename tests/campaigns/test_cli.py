@@ -73,6 +73,10 @@ def test_a_campaign_through_the_cli_with_keys_of_each_role(workspace_env, capsys
     assert rc == 0, out
     assert "predicted: spend" in out
     assert run(capsys, "campaign", "launch", cid, "--rollout", "0.2", "--key", ops)[0] == 0
+    rc, out = run(capsys, "campaign", "watch", "--once", "--key", ops)
+    assert rc == 0, out
+    assert f"{cid}: issued 0, spend 0.00; users treated 0" in out  # what the breakers judged
+    assert "watched 1 campaign(s)" in out
     rc, out = run(capsys, "campaign", "pause", cid, "--reason", "check", "--key", ops)
     assert rc == 0
     assert "paused (check)" in out
