@@ -12,9 +12,11 @@
 #    and is paused by itself;
 # 6. **review** — lift and ROI against the holdout, next to the sandbox's prediction.
 #
-# The decisions in step 4 come from `mktlab.strategy.Eligibility` with the campaign gate, the very
-# check the live workers and `/issue` run; their *outcomes* are drawn here with a planted effect
-# (treated users convert at 12%, held-out ones at 8%), so the review has a known truth to find.
+# In step 4 the gray traffic is the synthetic event log replayed through the real live loop
+# (Redis bus, two worker processes), which gates on the campaign's published state and feeds
+# the watcher's counters; the *outcomes* of the decided users are drawn here with a planted
+# effect (treated users convert at 12%, held-out ones at 8%), so the review has a known truth
+# to find.
 
 # %%
 # %load_ext autoreload
@@ -42,6 +44,7 @@ from pyroaring import BitMap
 
 from mktlab.campaigns.access import KeyStore, ensure_local_admin
 from mktlab.campaigns.checks import CampaignRefused, CampaignSettings
+from mktlab.campaigns.counters import CampaignCounters
 from mktlab.campaigns.db import CampaignDB
 from mktlab.campaigns.lifecycle import Lifecycle
 from mktlab.campaigns.review import review_campaign
@@ -50,7 +53,8 @@ from mktlab.campaigns.watch import Watcher
 from mktlab.config import PROJ_ROOT
 from mktlab.coupons import CouponIssuer, get_redis
 from mktlab.coupons.ledger import Ledger
-from mktlab.live import LiveContext, synthetic_events
+from mktlab.live import DecisionLog, LiveContext, synthetic_events
+from mktlab.live.worker import replay
 from mktlab.strategy import Eligibility, MemoryCapLedger, StrategyCatalog
 
 work = Path(tempfile.mkdtemp(prefix="mktlab-nb10-"))
@@ -85,12 +89,12 @@ pd.DataFrame(keys.list())[["key_id", "name", "role", "revoked_at"]]
 strategy = yaml.safe_load((PROJ_ROOT / "examples" / "strategies" / "browse-rescue.yaml").read_text())
 cid = "browse-rescue-dec"
 strategy.update(name=cid, campaign_id=cid, audience="shoppers", holdout=0.2, policy={"kind": "all"},
-                budget={"max_spend": 20_000, "max_coupons": 4_000})
+                budget={"max_spend": 40_000, "max_coupons": 8_000})
 strategy["rules"]["rules"][0]["then"][0]["issue_coupon"]["coupon"] = cid
 now = time.time()
 spec = {"campaign_id": cid, "name": "Browse rescue, December",
         "window": {"start": now - 3600, "end": now + 14 * 86400},
-        "coupon": {"stock": 4_000, "per_user_limit": 1}, "plan": {"daily_spend": 1_500},
+        "coupon": {"stock": 8_000, "per_user_limit": 1}, "plan": {"daily_spend": 1_500},
         "strategy": strategy}
 bad = yaml.safe_load(yaml.safe_dump(spec))
 bad["strategy"]["templates"]["cart"]["body"] = "A guaranteed win in your cart ({category})"
@@ -105,7 +109,7 @@ try:
 except Exception as exc:
     print(type(exc).__name__, exc)
 lc.approve(cid, pia, note="budget checked")
-print(lc.get(cid)["state"], "-", lc.get(cid)["state_reason"])  # 20,000 > 10,000: a second approver
+print(lc.get(cid)["state"], "-", lc.get(cid)["state_reason"])  # 40,000 > 10,000: a second approver
 lc.approve(cid, quentin)
 print(lc.get(cid)["state"])
 
@@ -143,12 +147,22 @@ same_holdout = bool(((at10 == "holdout") == (at50 == "holdout")).all())
 print("everyone in at 10% is in at 50%:", kept, "| the holdout did not move:", same_holdout)
 
 # %% [markdown]
-# Coupons for the users the gate lets in (through the Redis issuer, idempotent by request id).
+# The gray traffic: the event log through the bus and two live workers. They run the launched
+# version's strategy, gated by the campaign's published state (outside the 50% nobody is
+# treated), issue through the Redis issuer and write the decision log; each checkpoint adds the
+# campaign's decisions, users per arm and conversions to the counters the watcher reads.
 
 # %%
-ok_users = list(at50[at50 == "ok"].index)
-issued = issuer.issue_many(cid, [(u, f"{cid}:{u}") for u in ok_users[:2_000]])
-print(sum(r.issued for r in issued), "issued;", issuer.status(cid)["remaining"], "left")
+live_spec = {"strategies": [launched.to_dict()], "namespace": f"{ns}:live", "issuer_namespace": ns,
+             "audiences": {"shoppers": users}, "ledger_url": f"sqlite:///{work / 'ledger.db'}",
+             "decisions_dir": str(work / "decisions"), "delivery_url": f"sqlite:///{work / 'deliveries.db'}"}
+run = replay(live_spec, events, workers=2, check=False)
+live_dec = DecisionLog(work / "decisions").read(source=cid)
+counters = CampaignCounters(issuer.redis, ns).read(cid)
+print(f"{run['events']:,} events -> {run['coupons']} coupons, {run['messages']} messages;",
+      issuer.status(cid)["issued"], "issued")
+print(live_dec["status"].value_counts().to_string())
+pd.Series(counters, name="the watcher's counters").to_frame()
 
 # %% [markdown]
 # ## 5 · Watch
@@ -186,18 +200,17 @@ hist[["actor", "role", "action", "ok", "from_state", "to_state", "reason"]]
 
 # %% [markdown]
 # ## 6 · Review
-# Outcomes are drawn with the planted effect (12% treated, 8% holdout; 60 per order). The
-# review compares everyone not held out with the holdout inside the gray traffic.
+# The live decision log, with outcomes drawn with the planted effect (12% treated, 8% holdout;
+# 60 per order). The review compares everyone not held out with the holdout inside the gray traffic.
 
 # %%
 rng = np.random.default_rng(SEED)
-hold = (at50 == "holdout").to_numpy()
-dec = pd.DataFrame({"source": launched.name, "user_id": users, "ts": now, "action": "coupon",
-                    "status": at50.to_numpy(), "holdout": hold})
-converted = rng.random(N_USERS) < np.where(hold, 0.08, 0.12)
-outcomes = pd.DataFrame({"user_id": np.array(users)[converted], "ts": now + 3600,
-                         "event": "purchase", "amount": 60.0})
-r = review_campaign(lc, cid, dec, outcomes, value_per_conversion=60.0)
+decided = live_dec.drop_duplicates("user_id")
+hold = decided["holdout"].to_numpy()
+converted = rng.random(len(decided)) < np.where(hold, 0.08, 0.12)
+outcomes = pd.DataFrame({"user_id": decided["user_id"].to_numpy()[converted],
+                         "ts": decided["ts"].to_numpy()[converted] + 3600, "event": "purchase", "amount": 60.0})
+r = review_campaign(lc, cid, live_dec, outcomes, value_per_conversion=60.0)
 html = r.to_html(work / f"{cid}.html")
 print(f"lift {r.summary['lift']:+.2%} [{r.summary['lift_lo']:+.2%}, {r.summary['lift_hi']:+.2%}] (planted +4.00%)")
 r.tables["prediction"]
@@ -211,7 +224,10 @@ results = {
     "state_after_two_approvals": "approved",
     "ramp_keeps_users": kept,
     "holdout_fixed": same_holdout,
-    "issued": int(sum(x.issued for x in issued)),
+    "issued": int(issuer.status(cid)["issued"]),
+    "treated_users": counters["treated"],
+    "holdout_users": counters["holdout"],
+    "gated": int((live_dec["status"] == "not_in_rollout").sum()),
     "breaker": trips[0].breaker,
     "paused": lc.get(oid)["state"] == "paused",
     "lift": float(r.summary["lift"]),
