@@ -59,7 +59,8 @@ class KeyStore:
         Where refused attempts are audited (the service's batched buffer, so a refusal
         costs no database write of its own); default: written at once.
     refusals_per_window : int
-        Refusals audited one by one per actor (key id, or ``anonymous``) per
+        Refusals audited one by one per actor (an existing key's id; ``key:unknown`` for
+        ids that exist nowhere, whatever they are; ``anonymous``) per
         ``refusal_window`` seconds; past that they are counted, and the count is audited
         with the next refusal the window allows (a flood of bad keys cannot flood the log).
     """
@@ -157,16 +158,34 @@ class KeyStore:
         stored = row.secret_hash if row is not None else _DUMMY
         same = hmac.compare_digest(stored, _hash(key))  # timed alike whether or not the id exists
         if row is None or not same or row.revoked_at is not None:
-            self._refused(f"key:{m.group(1)}" if m else "anonymous", NOT_RECOGNISED, where)
+            # a real key id is its own actor; ids the caller made up share one budget
+            who = (
+                "anonymous"
+                if m is None
+                else (f"key:{m.group(1)}" if row is not None else "key:unknown")
+            )
+            self._refused(who, NOT_RECOGNISED, where, m.group(1) if m is not None else None)
             raise AuthError(NOT_RECOGNISED)
         p = Principal(row.name, row.role, row.key_id)
+        self._touch(row.key_id)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key] = (now, p)
         return p
 
-    def _refused(self, actor: str, reason: str, where: str) -> None:
+    def _touch(self, key_id: str) -> None:
+        """Record when a key was last used (on a cache miss: at most once per ``ttl`` per process)."""
+        t = tables.api_keys
+        try:
+            with self.db.begin() as conn:
+                conn.execute(
+                    sa.update(t).where(t.c.key_id == key_id).values(last_used_at=time.time())
+                )
+        except MktlabError:  # bookkeeping: never refuse a good key for it
+            pass
+
+    def _refused(self, actor: str, reason: str, where: str, key_id: str | None = None) -> None:
         now = time.monotonic()
         with self._lock:
             w = self._refusals.get(actor)
@@ -182,6 +201,8 @@ class KeyStore:
                 return
             w[1] += 1
         detail: dict[str, Any] = {"where": where} if where else {}
+        if key_id is not None:
+            detail["key_id"] = key_id  # the id presented (its secret never)
         if suppressed:
             detail["suppressed_before"] = (
                 suppressed  # refusals of the previous window not audited singly

@@ -19,6 +19,7 @@ Each returns a list of :class:`Problem`; :class:`CampaignRefused` carries them a
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -264,7 +265,14 @@ def check_simulation(
             )
         )
     spend = simulation.get("spend")
-    if isinstance(spend, int | float) and spend > spec.max_spend:
+    if isinstance(spend, bool) or not isinstance(spend, int | float) or not math.isfinite(spend):
+        out.append(
+            Problem(
+                "simulation",
+                f"the stored predicted spend {spend!r} is not a number; simulate again",
+            )
+        )
+    elif spend > spec.max_spend:
         out.append(
             Problem(
                 "simulation",

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from mktlab.config import settings
-from mktlab.errors import ServiceUnavailableError
+from mktlab.errors import ConflictError, MktlabError, ServiceUnavailableError, ValidationError
 
 metadata = sa.MetaData()
 
@@ -139,8 +139,10 @@ class AuditBuffer:
     which its own store holds).
     """
 
-    def __init__(self, db: CampaignDB, interval: float = 0.5):
-        self.db, self.interval = db, float(interval)
+    def __init__(self, db: CampaignDB, interval: float = 0.5, max_rows: int = 100_000):
+        self.db, self.interval, self.max_rows = db, float(interval), int(max_rows)
+        self.dropped = 0  # rows refused while the buffer was full (the database away for long)
+        self._pending_drop = 0
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,17 +154,37 @@ class AuditBuffer:
         row = dict(ts=time.time(), actor=actor, role=role, action=action, ok=bool(ok), reason=reason[:2000],
                    detail=dumps(detail) if detail is not None else None, campaign_id=campaign_id)  # fmt: skip
         with self._lock:
+            if len(self._rows) >= self.max_rows:
+                self.dropped += 1
+                self._pending_drop += 1
+                return
             self._rows.append(row)
 
     def flush(self) -> int:
         with self._lock:
             rows, self._rows = self._rows, []
+            lost, self._pending_drop = self._pending_drop, 0
+        if lost:  # say what the log is missing
+            rows.append(dict(ts=time.time(), actor="system:audit", role=None, action="audit", ok=False,
+                             reason=f"{lost} audit row(s) dropped: the buffer was full ({self.max_rows:,})",
+                             detail=None, campaign_id=None))  # fmt: skip
         try:
             self.db.audit_many(rows)
         except ServiceUnavailableError:
             with self._lock:  # keep them for the next try
                 self._rows[:0] = rows
             return 0
+        except MktlabError:  # a row the database will never take: write the others one by one
+            import logging
+
+            kept = 0
+            for r in rows:
+                try:
+                    self.db.audit_many([r])
+                    kept += 1
+                except MktlabError:
+                    logging.getLogger("mktlab.campaigns").exception("audit row refused: %s", r)
+            return kept
         return len(rows)
 
     def _run(self) -> None:
@@ -231,8 +253,21 @@ class CampaignDB:
     def __repr__(self) -> str:
         return f"CampaignDB({self.engine.url.render_as_string(hide_password=True)!r})"
 
-    def _unavailable(self, exc: Exception) -> ServiceUnavailableError:
-        return ServiceUnavailableError(f"campaign database {self!r} is unreachable: {exc}")
+    def _unavailable(self, exc: Exception) -> MktlabError:
+        """The database's refusal as our error, without the SQL or its parameters.
+
+        A constraint (two writers creating one campaign) is a conflict (409), a value the
+        database cannot store is bad input (422); only a failure to talk to it is 503.
+        """
+        orig = getattr(exc, "orig", None) or exc
+        first = (
+            str(orig).strip().splitlines()[0][:300] if str(orig).strip() else type(orig).__name__
+        )
+        if isinstance(exc, IntegrityError):
+            return ConflictError(f"campaign database: the write conflicts with another ({first})")
+        if isinstance(exc, DataError):
+            return ValidationError(f"campaign database: a value cannot be stored ({first})")
+        return ServiceUnavailableError(f"campaign database {self!r} is unreachable: {first}")
 
     # -- schema -------------------------------------------------------------------------
     def migrate(self) -> int:
@@ -345,16 +380,16 @@ class CampaignDB:
     def audit_log(
         self, campaign_id: str | None = None, *, action: str | None = None, limit: int = 10_000
     ):
-        """The audit log, oldest first, as a DataFrame (``detail`` decoded)."""
+        """The newest ``limit`` rows of the audit log, oldest first, as a DataFrame (``detail`` decoded)."""
         import pandas as pd
 
-        q = sa.select(audit).order_by(audit.c.id)
+        q = sa.select(audit).order_by(audit.c.id.desc())
         if campaign_id is not None:
             q = q.where(audit.c.campaign_id == campaign_id)
         if action is not None:
             q = q.where(audit.c.action == action)
         with self.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q.limit(limit))]
+            rows = [dict(r._mapping) for r in conn.execute(q.limit(limit))][::-1]
         for r in rows:
             r["detail"] = json.loads(r["detail"]) if r["detail"] else None
         cols = [c.name for c in audit.columns]

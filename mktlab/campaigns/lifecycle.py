@@ -25,6 +25,7 @@ Pausing pauses the issuer and publishes ``paused``; resuming undoes both.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,7 +38,13 @@ from mktlab.campaigns.registry import Registry
 from mktlab.campaigns.roles import Principal, require
 from mktlab.campaigns.rollout import publish_state
 from mktlab.campaigns.spec import CampaignSpec, coerce
-from mktlab.errors import ConflictError, MktlabError, ValidationError
+from mktlab.errors import (
+    ConflictError,
+    MktlabError,
+    NotFoundError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 
 STATES = (
     "draft",
@@ -67,6 +74,34 @@ FROM = {
     "archive": ("ended",),
 }
 PERMISSION = {"update": "campaign.update", "start": "campaign.launch"}
+
+
+def _check_id(campaign_id: Any) -> None:
+    from mktlab.coupons.campaign import CAMPAIGN_ID_RE
+
+    if not isinstance(campaign_id, str) or not CAMPAIGN_ID_RE.fullmatch(campaign_id):
+        shown = campaign_id[:80] if isinstance(campaign_id, str) else campaign_id
+        raise NotFoundError(f"campaign {shown!r}: not in the registry (not a campaign id)")
+
+
+def _text(step: str, name: str, value: Any, hint: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{step}: {hint}")
+    if "\x00" in value or len(value) > 2000:
+        raise ValidationError(
+            f"{step}: {name} must be text of at most 2,000 characters, without NUL"
+        )
+
+
+def _as_mktlab(exc: BaseException) -> MktlabError:
+    """A failure that is not ours (Redis down mid-step) as the error the caller should see."""
+    import redis
+
+    if isinstance(exc, redis.RedisError | OSError):
+        return ServiceUnavailableError(
+            f"Redis unavailable during the step ({type(exc).__name__}: {exc})"
+        )
+    return MktlabError(f"{type(exc).__name__}: {exc}")
 
 
 def _rollout(value: Any) -> float:
@@ -190,20 +225,42 @@ class Lifecycle:
 
     # -- the machinery of a step ----------------------------------------------------------
     def _step(
-        self, step: str, campaign_id: str, by: Principal, act, *, detail: dict | None = None
+        self,
+        step: str,
+        campaign_id: str,
+        by: Principal,
+        act,
+        *,
+        detail: dict | None = None,
+        check: Any = None,
     ) -> dict[str, Any]:
-        """Check permission and state, run ``act(conn, row) -> (to_state or None, changes, info)``, audit."""
+        """Check, permit, lock, act, audit.
+
+        ``check()`` validates the arguments; ``act(conn, row) -> (to_state or None,
+        changes, info)`` runs in the transaction with the campaign's row locked
+        (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write transaction is exclusive
+        already), so two steps on one campaign run one after the other and the second
+        sees the first's state. Every attempt is audited, taken or refused, whatever
+        failed. A step that changed the published state or the issuer and then failed
+        (the database refused the update, Redis went away mid-step) is compensated: the
+        published state and the issuer are put back to the row as it was.
+        """
         action = PERMISSION.get(step, f"campaign.{step}")
         row: dict[str, Any] | None = None
+        acted = False
         try:
             require(by, action)
+            if check is not None:
+                check()
+            _check_id(campaign_id)
             with self.db.begin() as conn:
-                row = self.registry.row(campaign_id, conn)
+                row = self.registry.row(campaign_id, conn, for_update=True)
                 if row["state"] not in FROM[step]:
                     raise ConflictError(
                         f"campaign {campaign_id!r}: cannot {step} while {row['state']}; "
                         f"{step} starts from {' or '.join(FROM[step])}"
                     )
+                acted = True
                 to, changes, info = act(conn, row)
                 new = self.registry.move(conn, row, **changes) if changes else row
                 self.db.audit(
@@ -211,15 +268,68 @@ class Lifecycle:
                     version=new["version"], from_state=row["state"], to_state=to or row["state"],
                     reason=str(changes.get("state_reason", "")), detail={**(detail or {}), **(info or {})}, conn=conn,
                 )  # fmt: skip
-        except MktlabError as exc:
+        except Exception as exc:
+            err = exc if isinstance(exc, MktlabError) else _as_mktlab(exc)
+            if acted and row is not None:
+                self._restore(row)
             self.db.audit(
                 actor=getattr(by, "actor", "anonymous") or "anonymous", role=getattr(by, "role", None),
-                action=action, ok=False, campaign_id=campaign_id,
+                action=action, ok=False, campaign_id=campaign_id[:64] if isinstance(campaign_id, str) else None,
                 version=None if row is None else row["version"],
-                from_state=None if row is None else row["state"], reason=str(exc), detail=detail,
+                from_state=None if row is None else row["state"], reason=str(err), detail=detail,
             )  # fmt: skip
-            raise
+            if err is exc:
+                raise
+            raise err from exc
         return self.get(campaign_id)
+
+    def _restore(self, row: dict[str, Any]) -> None:
+        """Put the published state and the issuer back to ``row`` (a step failed after acting).
+
+        Best effort: when Redis itself is what failed, the watcher's next pass re-publishes
+        the registry's state (:meth:`heal`).
+        """
+        try:
+            self.heal(row)
+        except Exception:  # the step's own error is what the caller must see
+            import logging
+
+            logging.getLogger("mktlab.campaigns").exception(
+                "campaign %s: could not restore the published state", row["campaign_id"]
+            )
+
+    def heal(self, row: dict[str, Any]) -> bool:
+        """Make the published state and the issuer agree with the registry ``row``; True if changed.
+
+        A launched campaign's published state must be the row's (state, rollout, version),
+        and its issuer paused unless it is gray or full. A campaign never launched must not
+        run: a state left by a failed launch is published as its registry state, which
+        every runtime refuses.
+        """
+        from mktlab.campaigns.rollout import ACTIVE, read_state
+
+        cid = row["campaign_id"]
+        live = read_state(self.issuer.redis, self.namespace, cid)
+        launched = row.get("launched_version") is not None
+        if live is None and not launched:
+            return False
+        want = (row["state"], float(row["rollout"] or 0.0), int(row["version"]))
+        changed = live is None or (live["state"], live["rollout"], live["version"]) != want
+        if changed:
+            self._publish(
+                cid, row["state"], want[1], want[2], self.registry.spec(cid, row["version"]).salt
+            )
+        try:
+            flags = [sh.paused for sh in self.issuer.read_shards(cid)]
+        except (KeyError, MktlabError):  # no issuer campaign (a launch failed before creating it)
+            return changed
+        if row["state"] in ACTIVE and any(flags):
+            self.issuer.resume(cid)
+            return True
+        if row["state"] not in ACTIVE and not all(flags):
+            self.issuer.pause(cid)
+            return True
+        return changed
 
     def _running_specs(self, conn) -> list[CampaignSpec]:
         import sqlalchemy as sa
@@ -293,8 +403,6 @@ class Lifecycle:
 
     def reject(self, campaign_id: str, by: Principal, why: str) -> dict[str, Any]:
         """In review → draft, with the reason."""
-        if not isinstance(why, str) or not why.strip():
-            raise ValidationError("reject: say why (the author reads it)")
 
         def act(conn, row):
             if row["owner"] == by.actor:
@@ -305,7 +413,8 @@ class Lifecycle:
                 )
             return "draft", {"state": "draft", "state_reason": f"rejected by {by.actor}: {why}"}, {}
 
-        return self._step("reject", campaign_id, by, act, detail={"why": why})
+        return self._step("reject", campaign_id, by, act, detail={"why": why},
+                          check=lambda: _text("reject", "why", why, "say why (the author reads it)"))  # fmt: skip
 
     def approve(self, campaign_id: str, by: Principal, *, note: str = "") -> dict[str, Any]:
         """Record an approval of the current version; enough distinct approvers → approved."""
@@ -359,7 +468,10 @@ class Lifecycle:
         strategy, or a mapping with ``spend``, ``roi``, ``reach`` and
         ``strategy_fingerprint``.
         """
-        sim = _simulation_of(result)
+        sim: dict[str, Any] = {}
+
+        def check():
+            sim.update(_simulation_of(result))
 
         def act(conn, row):
             s = self.registry.spec(campaign_id, row["version"], conn)
@@ -370,7 +482,7 @@ class Lifecycle:
             self.registry.attach_simulation(conn, campaign_id, row["version"], sim)
             return None, {}, {"simulation": sim}
 
-        return self._step("simulate", campaign_id, by, act)
+        return self._step("simulate", campaign_id, by, act, check=check)
 
     def simulate(
         self, campaign_id: str, by: Principal, events, context, **kwargs: Any
@@ -403,7 +515,6 @@ class Lifecycle:
         self, campaign_id: str, by: Principal, *, rollout: float = 0.05, now: float | None = None
     ) -> dict[str, Any]:
         """Approved → gray (``rollout`` of the traffic; 1 = full), or scheduled before the window."""
-        rollout = _rollout(rollout)
         now = time.time() if now is None else now
 
         def act(conn, row):
@@ -422,21 +533,17 @@ class Lifecycle:
             return to, {"state": to, "rollout": rollout, "launched_version": row["version"], "state_reason": ""}, {
                 "rollout": rollout, "simulation": v["simulation"]}  # fmt: skip
 
-        return self._step("launch", campaign_id, by, act, detail={"rollout": rollout})
+        return self._step("launch", campaign_id, by, act, detail={"rollout": rollout},
+                          check=lambda: _rollout(rollout))  # fmt: skip
 
     def _make_real(self, s: CampaignSpec, version: int, state: str, rollout: float) -> None:
         """Strategy into the catalog, the issuer's campaign, the published state."""
 
         # the state first: a strategy in the catalog whose campaign has no published state
-        # would run ungated
+        # would run ungated. If what follows fails, _step's compensation publishes the
+        # registry's state (approved: refused by every runtime) and pauses the issuer.
         self._publish(s.campaign_id, state, rollout, version, s.salt)
-        try:
-            self._issue_and_save(s)
-        except BaseException:
-            from mktlab.campaigns.rollout import state_key
-
-            self.issuer.redis.delete(state_key(self.namespace, s.campaign_id))  # launch undone
-            raise
+        self._issue_and_save(s)
 
     def _issue_and_save(self, s: CampaignSpec) -> None:
         from mktlab.coupons.campaign import Campaign
@@ -444,6 +551,8 @@ class Lifecycle:
         self.issuer.create_campaign(Campaign(
             campaign_id=s.campaign_id, stock=s.stock, face_value=s.face_value, budget=s.max_spend,
             per_user_limit=s.per_user_limit, start=s.start, end=s.end))  # fmt: skip
+        if any(sh.paused for sh in self.issuer.read_shards(s.campaign_id)):
+            self.issuer.resume(s.campaign_id)  # paused by the compensation of a failed launch
         self.catalog.save(s.strategy, replace=True)
 
     def _publish(
@@ -461,7 +570,6 @@ class Lifecycle:
 
     def ramp(self, campaign_id: str, by: Principal, rollout: float) -> dict[str, Any]:
         """Widen a gray launch to ``rollout`` (only up: ramping never switches anyone's arm)."""
-        rollout = _rollout(rollout)
 
         def act(conn, row):
             if rollout <= row["rollout"]:
@@ -477,14 +585,13 @@ class Lifecycle:
                 {"from_rollout": row["rollout"], "rollout": rollout},
             )
 
-        return self._step("ramp", campaign_id, by, act, detail={"rollout": rollout})
+        return self._step("ramp", campaign_id, by, act, detail={"rollout": rollout},
+                          check=lambda: _rollout(rollout))  # fmt: skip
 
     def pause(
         self, campaign_id: str, by: Principal, *, reason: str, detail: dict | None = None
     ) -> dict[str, Any]:
         """Gray / full → paused: the issuer stops at once, every runtime within a second."""
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValidationError("pause: give a reason")
 
         def act(conn, row):
             s = self.registry.spec(campaign_id, row["version"], conn)
@@ -497,7 +604,12 @@ class Lifecycle:
             )
 
         return self._step(
-            "pause", campaign_id, by, act, detail={"reason": reason, **(detail or {})}
+            "pause",
+            campaign_id,
+            by,
+            act,
+            detail={"reason": reason, **(detail or {})},
+            check=lambda: _text("pause", "reason", reason, "give a reason"),
         )
 
     def resume(self, campaign_id: str, by: Principal) -> dict[str, Any]:
@@ -536,18 +648,21 @@ class Lifecycle:
         """Move scheduled campaigns whose window opened to gray, and end those whose window closed."""
         now = time.time() if now is None else now
         out = []
-        for row in self.registry.rows(("scheduled", *RUNNING)):
-            s = self.registry.spec(row["campaign_id"], row["version"])
-            if now >= s.end:
-                out.append(self.end(row["campaign_id"], by, why="window closed"))
-            elif row["state"] == "scheduled" and now >= s.start:
-                to = "full" if row["rollout"] >= 1 else "gray"
+        for row in self.registry.rows(("scheduled", *RUNNING), with_spec=True):
+            s = CampaignSpec.from_dict(row["spec"])
+            try:
+                if now >= s.end:
+                    out.append(self.end(row["campaign_id"], by, why="window closed"))
+                elif row["state"] == "scheduled" and now >= s.start:
+                    to = "full" if row["rollout"] >= 1 else "gray"
 
-                def act(conn, r, to=to, s=s):
-                    self._publish(r["campaign_id"], to, r["rollout"], r["version"], s.salt)
-                    return to, {"state": to}, {}
+                    def act(conn, r, to=to, s=s):
+                        self._publish(r["campaign_id"], to, r["rollout"], r["version"], s.salt)
+                        return to, {"state": to}, {}
 
-                out.append(self._step("start", row["campaign_id"], by, act))
+                    out.append(self._step("start", row["campaign_id"], by, act))
+            except MktlabError:  # moved meanwhile (someone ended it): audited; the others go on
+                continue
         return out
 
 
@@ -558,6 +673,14 @@ def _simulation_of(result: Any) -> dict[str, Any]:
         missing = [k for k in ("spend", "reach", "strategy_fingerprint") if k not in sim]
         if missing:
             raise ValidationError(f"simulation: missing {missing}; have {sorted(sim)}")
+        spend = sim["spend"]
+        if (
+            isinstance(spend, bool)
+            or not isinstance(spend, int | float)
+            or not math.isfinite(spend)
+            or spend < 0
+        ):
+            raise ValidationError(f"simulation.spend: expected a finite number >= 0, got {spend!r}")
     elif hasattr(result, "estimates") and hasattr(result, "strategy"):
 
         def val(m):

@@ -34,9 +34,17 @@ class Registry:
         self.db = db
 
     # -- reads --------------------------------------------------------------------------
-    def row(self, campaign_id: str, conn: sa.Connection | None = None) -> dict[str, Any]:
-        """The campaign's row (state, version, rollout, ...); NotFoundError names it."""
+    def row(
+        self, campaign_id: str, conn: sa.Connection | None = None, *, for_update: bool = False
+    ) -> dict[str, Any]:
+        """The campaign's row (state, version, rollout, ...); NotFoundError names it.
+
+        ``for_update`` locks the row until ``conn``'s transaction ends (PostgreSQL; SQLite's
+        write transactions are exclusive already).
+        """
         q = sa.select(tables.campaigns).where(tables.campaigns.c.campaign_id == campaign_id)
+        if for_update:
+            q = q.with_for_update()
         if conn is None:
             with self.db.connect() as c:
                 r = c.execute(q).first()

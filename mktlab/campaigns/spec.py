@@ -255,6 +255,29 @@ def coerce(spec: Any) -> CampaignSpec:
     raise ValidationError(f"campaign: expected a spec, mapping or YAML, got {type(spec).__name__}")
 
 
+def require_inline(spec: Any, where: str = "the request") -> Mapping[str, Any]:
+    """``spec`` as a mapping whose strategy and rules are inline, never file paths.
+
+    A service must not read files a caller names (``strategy: /etc/...``): over HTTP a
+    campaign arrives whole, as JSON.
+    """
+    if not isinstance(spec, Mapping):
+        raise ValidationError(
+            f"{where}: the campaign spec must be a JSON object, got {type(spec).__name__}"
+        )
+    strategy = spec.get("strategy")
+    if strategy is not None and not isinstance(strategy, Mapping):
+        raise ValidationError(
+            f"{where}: campaign.strategy must be an inline object, not a file path"
+        )
+    rules = strategy.get("rules") if isinstance(strategy, Mapping) else None
+    if rules is not None and not isinstance(rules, Mapping):
+        raise ValidationError(
+            f"{where}: campaign.strategy.rules must be an inline object, not a file path"
+        )
+    return spec
+
+
 def diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
     """Field-level changes between two spec dicts: ``{"path": {"old": .., "new": ..}}``."""
     out: dict[str, Any] = {}

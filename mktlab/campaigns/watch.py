@@ -293,7 +293,11 @@ class Watcher:
         """
         t0 = time.time()
         now = t0 if now is None else now
-        self.lifecycle.advance(SYSTEM, now=now)
+        try:  # scheduled campaigns start, expired ones end; a failure there must not stop the breakers
+            self.lifecycle.advance(SYSTEM, now=now)
+        except Exception:
+            logging.getLogger("mktlab.campaigns.watch").exception("advancing campaigns failed")
+            self.metrics["watch_errors"].labels(campaign="*").inc()
         trips: list[Trip] = []
         running = self.lifecycle.running()
         for rec in running:
@@ -313,6 +317,12 @@ class Watcher:
 
     def _watch_one(self, rec: dict[str, Any], now: float) -> Trip | None:
         cid = rec["campaign_id"]
+        if self.lifecycle.heal(
+            rec
+        ):  # the published state or the issuer had drifted from the registry
+            logging.getLogger("mktlab.campaigns.watch").warning(
+                "campaign %s: state re-published", cid
+            )
         compared_from = time.time()  # a ledger write before this moment is in the comparison
         o = self.observed[cid] = self.observe(rec, now)
         prev = self.last_reconciled_at.get(cid)

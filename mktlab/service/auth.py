@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from mktlab.campaigns.roles import allowed, roles_for
-from mktlab.errors import AuthError
+from mktlab.errors import AuthError, ServiceUnavailableError
 
 OPEN = ("/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/docs")
 # (method, path pattern, action); the first match wins
@@ -110,6 +110,8 @@ class AuthMiddleware:
                 )
         except AuthError as exc:
             return await self._answer(send, 401, str(exc), "AuthError")
+        except ServiceUnavailableError as exc:  # the key registry is down: say so, don't 500
+            return await self._answer(send, 503, str(exc), "ServiceUnavailableError")
         if action != "any" and not allowed(principal.role, action):
             msg = f"role {principal.role!r} may not {action}; needs one of: {', '.join(roles_for(action))}"
             self._audit().add(actor=principal.actor, role=principal.role, action=action, ok=False,

@@ -207,7 +207,7 @@ class MktlabHTTPMiddleware:
     api_paths : tuple of str
         POST paths whose error answers are normalised (and body size limited).
     error_prefixes : tuple of str
-        Other path prefixes whose error answers are normalised (e.g. ``/campaigns/``).
+        Other path prefixes whose error answers are normalised and POST bodies size limited (e.g. ``/campaigns/``).
     answers : mapping, optional
         Documented answers per ``(method, path)`` for ``/docs.json``
         (see :func:`document_answers`); ``None`` publishes BentoML's spec as generated.
@@ -245,7 +245,7 @@ class MktlabHTTPMiddleware:
         if path == "/docs.json" and method == "GET" and self.answers is not None:
             await self._docs(scope, receive, send)
             return
-        if method == "POST" and path in self.api_paths:
+        if method == "POST" and (path in self.api_paths or path.startswith(self.error_prefixes)):
             length = dict(scope.get("headers") or []).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 await _send_json(

@@ -34,6 +34,7 @@ from typing import Annotated, Any
 import anyio
 from pydantic import Field
 
+from mktlab.campaigns.spec import require_inline
 from mktlab.config import service_settings
 from mktlab.coupons.connection import stop_started_embedded
 from mktlab.errors import MktlabError, NotFoundError, ValidationError
@@ -303,7 +304,9 @@ class MktlabService:
         return await self._lifecycle_call(
             "campaign_create",
             request,
-            lambda lc, p, d: lc.create(d.get("spec", d), p, why=d.get("why", "")),
+            lambda lc, p, d: lc.create(
+                require_inline(d.get("spec", d), "POST /campaigns"), p, why=d.get("why", "")
+            ),
         )
 
     @routes.post("/campaigns/{campaign_id}/{step}")
@@ -352,7 +355,7 @@ MktlabService.add_asgi_middleware(AuthMiddleware, keystore=access.keystore, audi
 MktlabService.add_asgi_middleware(
     MktlabHTTPMiddleware,
     max_body_bytes=CFG.max_body_bytes,
-    api_paths=("/uplift", "/next_action", "/attribute", "/issue", "/events"),
+    api_paths=("/uplift", "/next_action", "/attribute", "/issue", "/events", "/campaigns"),
     error_prefixes=("/campaigns/",),
     answers=ANSWERS,
     error_model=schemas.ErrorResponse,
