@@ -428,6 +428,10 @@ class Lifecycle:
                     "approve",
                     [Problem("approvals", f"{by.actor!r} owns the campaign and cannot approve it")],
                 )
+            author = self.registry.version(campaign_id, row["version"], conn).get("author")
+            if author == by.actor:  # four eyes on every version, whoever wrote it
+                raise CampaignRefused(campaign_id, "approve", [Problem(
+                    "approvals", f"{by.actor!r} wrote version {row['version']} and cannot approve it")])  # fmt: skip
             s = self.registry.spec(campaign_id, row["version"], conn)
             self._refuse_if(campaign_id, "approve", checks.check_definition(s, self.settings, audiences=self.audiences)
                             + checks.check_overlap(s, self._running_specs(conn), audiences=self.audiences))  # fmt: skip

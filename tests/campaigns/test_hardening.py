@@ -159,3 +159,19 @@ def test_keys_record_their_last_use_and_made_up_ids_share_one_refusal_budget(db)
     log = db.audit_log(action="auth")
     assert len(log) == 3
     assert set(log["actor"]) == {"key:unknown"}
+
+
+def test_whoever_wrote_a_version_cannot_approve_it(lifecycle):
+    """An admin who edits someone else's draft is its version's author: another must approve."""
+    from mktlab.campaigns.checks import CampaignRefused
+
+    root = Principal("root", "admin")
+    lc = lifecycle
+    spec = make_spec()
+    cid = lc.create(spec, ALICE)["campaign_id"]
+    spec["name"] = "edited by root"
+    lc.update(cid, spec, root, why="typo")
+    lc.submit(cid, root)
+    with pytest.raises(CampaignRefused, match="wrote version 2 and cannot approve it"):
+        lc.approve(cid, root)
+    assert lc.approve(cid, BOB)["state"] == "approved"
