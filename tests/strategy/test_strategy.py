@@ -176,3 +176,57 @@ def test_redis_and_memory_cap_ledgers_agree(redis_ns, acts):
         a = mem.check_and_record(user, ch, float(ts), key, caps)
         b = red.check_and_record(user, ch, float(ts), key, caps)
         assert a == b, (i, user, ch, ts, key)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a", "b", "c"]),
+                st.sampled_from(["coupon", "push", "sms"]),
+                st.integers(0, 500),
+                st.integers(0, 6),
+            ),
+            max_size=30,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_batch_cap_flush_leaves_the_state_of_one_add_trim_expire_per_set(redis_ns, batches):
+    """BatchCapLedger.flush (one script call per user) == ZADD, ZREMRANGEBYSCORE, EXPIRE per set."""
+    from mktlab.strategy.eligibility import BatchCapLedger
+
+    r, base = redis_ns
+    ns_a, ns_b = f"{base}:{uuid.uuid4().hex[:6]}", f"{base}:{uuid.uuid4().hex[:6]}"
+    keep = 100  # small: out-of-order and old records get trimmed
+    led_a = RedisCapLedger(r, ns_a, retention=keep)
+    led_b = RedisCapLedger(r, ns_b, retention=keep)
+    batch = BatchCapLedger(led_a, ["coupon", "push", "sms"])
+    for recs in batches:
+        batch.prefetch([u for u, *_ in recs], 0.0)
+        by_key: dict[str, dict[str, float]] = {}
+        latest: dict[str, float] = {}
+        for user, ch, ts, k in recs:
+            key = f"k{k}"
+            before = len(batch._new)
+            batch.record(user, ch, float(ts), key)
+            if len(batch._new) > before:  # what the batch will write, the reference too
+                for rk in led_b.keys_of(user, ch):
+                    by_key.setdefault(rk, {})[key] = float(ts)
+                    latest[rk] = max(latest.get(rk, float(ts)), float(ts))
+        batch.flush()
+        pipe = r.pipeline(transaction=False)
+        for rk, members in by_key.items():
+            pipe.zadd(rk, members)
+            pipe.zremrangebyscore(rk, "-inf", f"({latest[rk] - keep}")
+            pipe.expire(rk, keep + 3600)
+        pipe.execute()
+    for user in "abc":
+        for ch in ("coupon", "push", "sms", "*"):
+            ka, kb = led_a.keys_of(user, ch)[0], led_b.keys_of(user, ch)[0]
+            assert r.zrange(ka, 0, -1, withscores=True) == r.zrange(kb, 0, -1, withscores=True)
+            assert r.exists(ka) == r.exists(kb)
+            if r.exists(ka):
+                assert abs(r.ttl(ka) - r.ttl(kb)) <= 1
