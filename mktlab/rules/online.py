@@ -53,6 +53,14 @@ class Decision:
         return self.status == "ok"
 
 
+def _split_field(p: Predicate) -> tuple[str, str] | None:
+    """``(namespace, name)`` of a predicate's field (``None``: left to :meth:`_test_pred`)."""
+    try:
+        return p.namespace, p.name
+    except Exception:  # evaluating it raises as before
+        return None
+
+
 class OnlineEngine:
     """Per-event execution of a compiled network, with caps and budget kept in memory.
 
@@ -117,6 +125,18 @@ class OnlineEngine:
         for t in self.network.triggers:
             if isinstance(t, WindowPattern) and t.absent:
                 self._max_within[t.absent] = max(self._max_within.get(t.absent, 0), t.within)
+        # the hot path's lookups, done once: per event type, the window patterns it counts
+        # (first of each key, in trigger order), and each predicate's namespace and name
+        self._windows_by_event: dict[Any, tuple] = {}
+        seen_keys: dict[Any, set] = {}
+        for t in self.network.triggers:
+            if not isinstance(t, WindowPattern):
+                continue
+            key = ("count", t.event, t.within, t.same)
+            if key not in seen_keys.setdefault(t.event, set()):
+                seen_keys[t.event].add(key)
+                self._windows_by_event[t.event] = (*self._windows_by_event.get(t.event, ()), t)
+        self._pred_fields = [_split_field(p) for p in self.network.predicates]
         self._last_ts: int | None = None
         self.evaluations = 0
 
@@ -141,20 +161,36 @@ class OnlineEngine:
             x = scalar_ts_ns(x)
         return test_value(p.op, x, p.value)
 
+    def _test_pred_at(self, i: int, event: Mapping, user: Any, ts: int) -> bool:
+        """:meth:`_test_pred` of predicate ``i``, its field split once at construction."""
+        f = self._pred_fields[i]
+        if f is None or f[0] == "audience":
+            return self._test_pred(self.network.predicates[i], event, user, ts)
+        ns, name = f
+        self.evaluations += 1
+        if ns == "event":
+            x = event.get(name)
+        elif ns == "profile":
+            x = self._profiles.get(user, {}).get(name)
+        else:
+            x = context_value(name, ts)
+        if isinstance(x, pd.Timestamp | np.datetime64):
+            x = scalar_ts_ns(x)
+        p = self.network.predicates[i]
+        return test_value(p.op, x, p.value)
+
     def _update_windows(self, event: Mapping, etype: Any, user: Any, ts: int) -> dict:
         """Advance the shared window state with this event; return pattern counts."""
         results: dict = {}
-        for t in self.network.triggers:
-            if not isinstance(t, WindowPattern):
-                continue
+        for t in self._windows_by_event.get(etype, ()):
+            # a fresh key per call, as before: a checkpoint pickles the same bytes
             key = ("count", t.event, t.within, t.same)
-            if key not in results and etype == t.event:
-                same = tuple(None if is_null(event.get(s)) else event.get(s) for s in t.same)
-                q = self._user(user)[0].setdefault((key, same), deque())
-                q.append(ts)
-                while q[0] <= ts - t.within * NS:
-                    q.popleft()
-                results[key] = len(q)
+            same = tuple(None if is_null(event.get(s)) else event.get(s) for s in t.same)
+            q = self._user(user)[0].setdefault((key, same), deque())
+            q.append(ts)
+            while q[0] <= ts - t.within * NS:
+                q.popleft()
+            results[key] = len(q)
         if etype in self._max_within:
             lst = self._user(user)[1].setdefault(etype, [])
             lst.append(ts)
@@ -197,7 +233,7 @@ class OnlineEngine:
                 memo[test] = (
                     self._trigger(net.triggers[i], etype, user, ts, counts)
                     if kind == "trigger"
-                    else self._test_pred(net.predicates[i], event, user, ts)
+                    else self._test_pred_at(i, event, user, ts)
                 )
             return memo[test]
 
@@ -228,8 +264,15 @@ class OnlineEngine:
             for child in node.children.values():
                 kind, i = child.test
                 p = self.network.predicates[i] if kind == "pred" else None
-                if p is not None and p.op == "==" and isinstance(p.value, str) and p.namespace == "event":
-                    groups.setdefault((p.namespace, p.name), {}).setdefault(p.value, []).append(child)
+                if (
+                    p is not None
+                    and p.op == "=="
+                    and isinstance(p.value, str)
+                    and p.namespace == "event"
+                ):
+                    groups.setdefault((p.namespace, p.name), {}).setdefault(p.value, []).append(
+                        child
+                    )
                 else:
                     rest.append(child)
             plan = self._plans[id(node)] = (tuple(groups.items()), tuple(rest))
