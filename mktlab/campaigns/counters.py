@@ -17,6 +17,8 @@ The live engine feeds it through :class:`LiveTally`, one per bus partition:
   same traffic (the strategy checks the holdout before the rollout);
 - **conv_treated / conv_holdout** — the first ``outcome_event`` (default ``purchase``) of
   a user who has an arm, after the arm was set (intention to treat);
+- **redeemed** — ``redeem_event`` events (default ``coupon_redeem``) whose
+  ``campaign_id`` (or ``campaign``) property names the campaign;
 - **errors** — effects that failed: an unknown campaign at the issuer, a message the
   gateway refused or failed to deliver on every channel.
 
@@ -75,13 +77,14 @@ class CampaignCounters:
 
 
 # KEYS: metrics hash, arm hash (user -> arm), converted hash (user -> 1), all of one
-# campaign (one hash tag). ARGV: decisions, errors, then (op, user, arm) triples in event
+# campaign (one hash tag). ARGV: decisions, errors, redeemed, then (op, user, arm) triples in event
 # order: op "a" sets the user's arm once, op "c" counts the user's first conversion once.
 _TALLY_LUA = """
 local m, arms, conv = KEYS[1], KEYS[2], KEYS[3]
 if tonumber(ARGV[1]) > 0 then redis.call('HINCRBY', m, 'decisions', ARGV[1]) end
 if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', m, 'errors', ARGV[2]) end
-for i = 3, #ARGV, 3 do
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', m, 'redeemed', ARGV[3]) end
+for i = 4, #ARGV, 3 do
   local user = ARGV[i + 1]
   if ARGV[i] == 'a' then
     if redis.call('HSETNX', arms, user, ARGV[i + 2]) == 1 then
@@ -113,17 +116,21 @@ class LiveTally:
         The lifecycle's namespace (the issuer's), where the counters live.
     outcome_event : str
         The event type that counts as a conversion.
+    redeem_event : str
+        The event type that reports a coupon redeemed (its ``campaign_id`` property).
     """
 
     def __init__(self, states: Any, campaign_of: Mapping[str, str], namespace: str, *,
-                 journeys: Iterable[str] = (), outcome_event: str = "purchase"):  # fmt: skip
+                 journeys: Iterable[str] = (), outcome_event: str = "purchase",
+                 redeem_event: str = "coupon_redeem"):  # fmt: skip
         self.states = states
         self.journeys = frozenset(journeys)
         self.campaign_of = {k: v for k, v in campaign_of.items() if v}
         self.campaigns = sorted(set(self.campaign_of.values()))
         self.namespace = namespace
         self.outcome_event = outcome_event
-        self._counts: dict[str, list[int]] = {}  # campaign -> [decisions, errors]
+        self.redeem_event = redeem_event
+        self._counts: dict[str, list[int]] = {}  # campaign -> [decisions, errors, redeemed]
         # campaign -> (ts, tie, op, user, arm): conversions after decisions of the same instant
         self._ops: dict[str, list[tuple[float, int, str, str, str]]] = {}
 
@@ -152,12 +159,20 @@ class LiveTally:
                     arm = "holdout"
                 elif not journey:
                     arm = "treated"
-                self._counts.setdefault(cid, [0, 0])[0] += 1
+                self._counts.setdefault(cid, [0, 0, 0])[0] += 1
                 if arm is not None:
                     self._ops.setdefault(cid, []).append((float(r["ts"]), 0, "a", user, arm))
             elif (action == "split" and r.get("arm") in ("treated", "holdout")
                   and self._managed(cid) is not None):  # fmt: skip
                 self._ops.setdefault(cid, []).append((float(r["ts"]), 0, "a", user, r["arm"]))
+
+    def event(self, ev: Any) -> None:
+        """One event of the stream: a conversion, a redemption, or nothing the counters want."""
+        if ev.event == self.outcome_event:
+            self.conversion(ev.user_id, ev.ts)
+        elif ev.event == self.redeem_event:
+            props = ev.props or {}
+            self.redemption(props.get("campaign_id") or props.get("campaign"))
 
     def conversion(self, user_id: str, ts: float) -> None:
         """An ``outcome_event`` of ``user_id`` at ``ts``: a conversion wherever they have an arm.
@@ -172,7 +187,16 @@ class LiveTally:
     def error(self, campaign_id: str | None, n: int = 1) -> None:
         """``n`` failed effects of ``campaign_id`` (ignored when it is not managed)."""
         if campaign_id in self.campaigns and self._managed(campaign_id) is not None:
-            self._counts.setdefault(campaign_id, [0, 0])[1] += n
+            self._counts.setdefault(campaign_id, [0, 0, 0])[1] += n
+
+    def redemption(self, campaign_id: Any) -> None:
+        """A coupon of ``campaign_id`` was redeemed (a ``redeem_event`` naming it)."""
+        if (
+            isinstance(campaign_id, str)
+            and campaign_id in self.campaigns
+            and self._managed(campaign_id)
+        ):
+            self._counts.setdefault(campaign_id, [0, 0, 0])[2] += 1
 
     def queue(self, pipe: Any) -> int:
         """Add the tally to ``pipe`` (the checkpoint's transaction) and start afresh.
@@ -181,8 +205,8 @@ class LiveTally:
         """
         n = 0
         for cid in sorted(set(self._counts) | set(self._ops)):
-            d, e = self._counts.get(cid, (0, 0))
-            args: list[Any] = [d, e]
+            d, e, r = self._counts.get(cid, (0, 0, 0))
+            args: list[Any] = [d, e, r]
             for _, _, op, user, arm in sorted(self._ops.get(cid, ()), key=lambda o: (o[0], o[1])):
                 args += (op, user, arm)
             m = metrics_key(self.namespace, cid)

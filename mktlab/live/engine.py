@@ -108,7 +108,8 @@ class LiveEngine:
         and failed effects to their watcher counters, in the checkpoint's own transaction
         (:class:`mktlab.campaigns.counters.LiveTally`).
     outcome_event : str
-        The event type the campaign counters count as a conversion (default ``purchase``).
+        The event type the campaign counters count as a conversion (default ``purchase``);
+        ``coupon_redeem`` events naming a campaign (``campaign_id``) count as redemptions.
     """
 
     def __init__(
@@ -352,8 +353,11 @@ class LiveEngine:
             part.processed.append(ev.event_id)
             part.remember(ev.event_id)
             rep.events += 1
-            if part.tally is not None and ev.event == self.outcome_event:
-                part.tally.conversion(ev.user_id, ev.ts)
+            if (
+                part.tally is not None
+            ):  # counted as decided: the campaign's state now, not at the checkpoint
+                part.tally.decisions(out.decisions[before:])
+                part.tally.event(ev)
             sent = ev.props.get("_sent_at") if ev.props else None
             if matched:
                 pending.append((part, ev, matched, -1 if sent is None else 0))
@@ -366,6 +370,8 @@ class LiveEngine:
                 res = part.rules.decide(matched, ev.user_id, ev.ts, ev.event_id, ev.props)
                 out.extend(res)
                 part.decisions.extend(res.decisions)
+                if part.tally is not None:
+                    part.tally.decisions(res.decisions)
                 if self._tallied and res.effects:
                     self._batch_parts[ev.user_id] = part
                 if timed == 0 and res.effects:
@@ -380,6 +386,8 @@ class LiveEngine:
             before = len(out.decisions)
             self._fire_timers(part, now, out)
             part.decisions.extend(out.decisions[before:])
+            if part.tally is not None:
+                part.tally.decisions(out.decisions[before:])
         rep.decisions = len(out.decisions)
         return out, rep
 
@@ -463,7 +471,6 @@ class LiveEngine:
             ck["watermark"] = repr(part.watermark).encode()
             pipe.hset(self._k("ckpt", p), mapping=ck)
             if part.tally is not None:  # the watcher's counters, once with the ids they came from
-                part.tally.decisions(part.decisions)
                 part.tally.queue(pipe)
             jkey, tkey = self._k("journeys", p), self._k("timers", p)
             # per field, the last write wins (as it did with one command per field)

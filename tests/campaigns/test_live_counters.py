@@ -244,3 +244,26 @@ def test_the_watcher_pauses_a_harmful_campaign_from_live_traffic_alone(lifecycle
     engine.process(_deliveries([(f"late-{u}", u, t0 + 9e4, "cart_add") for u in users[sent:]]))
     engine.checkpoint()
     assert lc.issuer.status(cid)["issued"] == issued  # paused: the live loop issues no more
+
+
+def test_decisions_count_by_the_state_they_were_taken_in_and_redemptions_count(lifecycle, tmp_path):
+    lc = lifecycle
+    cid = _launch(lc, rollout=1.0)
+    engine = _engine(lc, [lc.strategy(cid)], [], tmp_path)
+    t0 = time.time()
+    rows = [(f"a-{i}", f"u{i}", t0, "cart_add") for i in range(40)]
+    engine.process(_deliveries(rows))  # decided while full ...
+    lc.pause(cid, ALICE, reason="check")  # ... checkpointed after the pause
+    engine.gate.invalidate()
+    redeem = [Delivery(Event(f"r-{i}", f"u{i}", t0 + 5, "coupon_redeem", {"campaign_id": cid}),
+                       int(partition_of(f"u{i}", PARTS)), f"r{i}-0", False) for i in range(3)]  # fmt: skip
+    engine.checkpoint()
+    got = CampaignCounters(lc.issuer.redis, lc.namespace).read(cid)
+    assert got["decisions"] == 40
+    assert got["treated"] + got["holdout"] == 40
+    lc.resume(cid, ALICE)
+    engine.gate.invalidate()
+    engine.process(redeem)
+    engine.process(redeem)  # redelivered before the checkpoint: skipped by id
+    engine.checkpoint()
+    assert CampaignCounters(lc.issuer.redis, lc.namespace).read(cid)["redeemed"] == 3
