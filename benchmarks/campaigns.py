@@ -23,6 +23,7 @@ ledger on SQLite), each with issued coupons. Measured in one run:
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def main() -> None:
     tick, anchor = statistics.median(ticks), statistics.median(anchors)
 
     counters = CampaignCounters(redis, ns)
+    rng = random.Random(7)
     w.start()
     delays: dict[str, list[float]] = {"over_issue": [], "harmful": []}
     recon: list[float] = []
@@ -135,6 +137,9 @@ def main() -> None:
             recon.append(time.time() - t_w)
             for kind in delays:
                 cid = ids[2 * trial + (kind == "harmful")]
+                # plant at a random phase of the watcher's cycle: right after a pause the
+                # same pass may still be walking towards this campaign, which would flatter us
+                time.sleep(rng.uniform(0.0, args.interval))
                 if kind == "over_issue":
                     redis.hincrby(issuer._keys(cid, 0)["meta"], "stock", 100)
                 else:

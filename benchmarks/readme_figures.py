@@ -236,10 +236,12 @@ def live(doc: dict) -> str:
         f"({f['ratio']:.1f}× the anchor) | ≥ 20,000 {'✓' if t['eps'] else '✗'} |",
         f"| anchor: each event as one `POST /issue` over HTTP | {f['anchor_eps']:,.0f} | |",
     ]
-    if lat:
+    for row in f.get("latency") or ():  # every publishing rate; the target is judged at the last
+        judged = row is lat
+        mark = ("✓" if t["p99"] else "✗") if judged else ("✓" if row["p99_ms"] < 200 else "✗")
         lines.append(
-            f"| p99 published → action recorded at {lat['rate_published']:,.0f} events/s "
-            f"| {lat['p99_ms']:,.0f} ms (p50 {lat['p50_ms']:,.0f} ms) | < 200 ms {'✓' if t['p99'] else '✗'} |"
+            f"| p99 published → action recorded at {row['rate_published']:,.0f} events/s "
+            f"| {row['p99_ms']:,.0f} ms (p50 {row['p50_ms']:,.0f} ms) | < 200 ms {mark} |"
         )
     lines.append(
         f"| journey state per active (user, journey) in Redis | {js['active_value_bytes']:.0f} B value, "
