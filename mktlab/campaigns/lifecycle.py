@@ -25,7 +25,6 @@ Pausing pauses the issuer and publishes ``paused``; resuming undoes both.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,15 +33,21 @@ from mktlab.campaigns import checks
 from mktlab.campaigns import db as tables
 from mktlab.campaigns.checks import CampaignRefused, CampaignSettings, Problem
 from mktlab.campaigns.db import CampaignDB
+from mktlab.campaigns.inputs import (
+    as_mktlab_error,
+    check_id,
+    check_text,
+    rollout_fraction,
+    simulation_of,
+)
 from mktlab.campaigns.registry import Registry
 from mktlab.campaigns.roles import Principal, require
 from mktlab.campaigns.rollout import publish_state
 from mktlab.campaigns.spec import CampaignSpec, coerce
+from mktlab.campaigns.sync import heal, restore
 from mktlab.errors import (
     ConflictError,
     MktlabError,
-    NotFoundError,
-    ServiceUnavailableError,
     ValidationError,
 )
 
@@ -74,40 +79,6 @@ FROM = {
     "archive": ("ended",),
 }
 PERMISSION = {"update": "campaign.update", "start": "campaign.launch"}
-
-
-def _check_id(campaign_id: Any) -> None:
-    from mktlab.coupons.campaign import CAMPAIGN_ID_RE
-
-    if not isinstance(campaign_id, str) or not CAMPAIGN_ID_RE.fullmatch(campaign_id):
-        shown = campaign_id[:80] if isinstance(campaign_id, str) else campaign_id
-        raise NotFoundError(f"campaign {shown!r}: not in the registry (not a campaign id)")
-
-
-def _text(step: str, name: str, value: Any, hint: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{step}: {hint}")
-    if "\x00" in value or len(value) > 2000:
-        raise ValidationError(
-            f"{step}: {name} must be text of at most 2,000 characters, without NUL"
-        )
-
-
-def _as_mktlab(exc: BaseException) -> MktlabError:
-    """A failure that is not ours (Redis down mid-step) as the error the caller should see."""
-    import redis
-
-    if isinstance(exc, redis.RedisError | OSError):
-        return ServiceUnavailableError(
-            f"Redis unavailable during the step ({type(exc).__name__}: {exc})"
-        )
-    return MktlabError(f"{type(exc).__name__}: {exc}")
-
-
-def _rollout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise ValidationError(f"rollout: expected a fraction in (0, 1], got {value!r}")
-    return float(value)
 
 
 class Lifecycle:
@@ -252,7 +223,7 @@ class Lifecycle:
             require(by, action)
             if check is not None:
                 check()
-            _check_id(campaign_id)
+            check_id(campaign_id)
             with self.db.begin() as conn:
                 row = self.registry.row(campaign_id, conn, for_update=True)
                 if row["state"] not in FROM[step]:
@@ -269,9 +240,9 @@ class Lifecycle:
                     reason=str(changes.get("state_reason", "")), detail={**(detail or {}), **(info or {})}, conn=conn,
                 )  # fmt: skip
         except Exception as exc:
-            err = exc if isinstance(exc, MktlabError) else _as_mktlab(exc)
+            err = exc if isinstance(exc, MktlabError) else as_mktlab_error(exc)
             if acted and row is not None:
-                self._restore(row)
+                restore(self, row)
             self.db.audit(
                 actor=getattr(by, "actor", "anonymous") or "anonymous", role=getattr(by, "role", None),
                 action=action, ok=False, campaign_id=campaign_id[:64] if isinstance(campaign_id, str) else None,
@@ -283,53 +254,12 @@ class Lifecycle:
             raise err from exc
         return self.get(campaign_id)
 
-    def _restore(self, row: dict[str, Any]) -> None:
-        """Put the published state and the issuer back to ``row`` (a step failed after acting).
-
-        Best effort: when Redis itself is what failed, the watcher's next pass re-publishes
-        the registry's state (:meth:`heal`).
-        """
-        try:
-            self.heal(row)
-        except Exception:  # the step's own error is what the caller must see
-            import logging
-
-            logging.getLogger("mktlab.campaigns").exception(
-                "campaign %s: could not restore the published state", row["campaign_id"]
-            )
-
     def heal(self, row: dict[str, Any]) -> bool:
         """Make the published state and the issuer agree with the registry ``row``; True if changed.
 
-        A launched campaign's published state must be the row's (state, rollout, version),
-        and its issuer paused unless it is gray or full. A campaign never launched must not
-        run: a state left by a failed launch is published as its registry state, which
-        every runtime refuses.
+        See :func:`mktlab.campaigns.sync.heal`.
         """
-        from mktlab.campaigns.rollout import ACTIVE, read_state
-
-        cid = row["campaign_id"]
-        live = read_state(self.issuer.redis, self.namespace, cid)
-        launched = row.get("launched_version") is not None
-        if live is None and not launched:
-            return False
-        want = (row["state"], float(row["rollout"] or 0.0), int(row["version"]))
-        changed = live is None or (live["state"], live["rollout"], live["version"]) != want
-        if changed:
-            self._publish(
-                cid, row["state"], want[1], want[2], self.registry.spec(cid, row["version"]).salt
-            )
-        try:
-            flags = [sh.paused for sh in self.issuer.read_shards(cid)]
-        except (KeyError, MktlabError):  # no issuer campaign (a launch failed before creating it)
-            return changed
-        if row["state"] in ACTIVE and any(flags):
-            self.issuer.resume(cid)
-            return True
-        if row["state"] not in ACTIVE and not all(flags):
-            self.issuer.pause(cid)
-            return True
-        return changed
+        return heal(self, row)
 
     def _running_specs(self, conn) -> list[CampaignSpec]:
         import sqlalchemy as sa
@@ -414,7 +344,7 @@ class Lifecycle:
             return "draft", {"state": "draft", "state_reason": f"rejected by {by.actor}: {why}"}, {}
 
         return self._step("reject", campaign_id, by, act, detail={"why": why},
-                          check=lambda: _text("reject", "why", why, "say why (the author reads it)"))  # fmt: skip
+                          check=lambda: check_text("reject", "why", why, "say why (the author reads it)"))  # fmt: skip
 
     def approve(self, campaign_id: str, by: Principal, *, note: str = "") -> dict[str, Any]:
         """Record an approval of the current version; enough distinct approvers → approved."""
@@ -475,7 +405,7 @@ class Lifecycle:
         sim: dict[str, Any] = {}
 
         def check():
-            sim.update(_simulation_of(result))
+            sim.update(simulation_of(result))
 
         def act(conn, row):
             s = self.registry.spec(campaign_id, row["version"], conn)
@@ -538,7 +468,7 @@ class Lifecycle:
                 "rollout": rollout, "simulation": v["simulation"]}  # fmt: skip
 
         return self._step("launch", campaign_id, by, act, detail={"rollout": rollout},
-                          check=lambda: _rollout(rollout))  # fmt: skip
+                          check=lambda: rollout_fraction(rollout))  # fmt: skip
 
     def _make_real(self, s: CampaignSpec, version: int, state: str, rollout: float) -> None:
         """Strategy into the catalog, the issuer's campaign, the published state."""
@@ -590,7 +520,7 @@ class Lifecycle:
             )
 
         return self._step("ramp", campaign_id, by, act, detail={"rollout": rollout},
-                          check=lambda: _rollout(rollout))  # fmt: skip
+                          check=lambda: rollout_fraction(rollout))  # fmt: skip
 
     def pause(
         self, campaign_id: str, by: Principal, *, reason: str, detail: dict | None = None
@@ -613,7 +543,7 @@ class Lifecycle:
             by,
             act,
             detail={"reason": reason, **(detail or {})},
-            check=lambda: _text("pause", "reason", reason, "give a reason"),
+            check=lambda: check_text("pause", "reason", reason, "give a reason"),
         )
 
     def resume(self, campaign_id: str, by: Principal) -> dict[str, Any]:
@@ -668,36 +598,3 @@ class Lifecycle:
             except MktlabError:  # moved meanwhile (someone ended it): audited; the others go on
                 continue
         return out
-
-
-def _simulation_of(result: Any) -> dict[str, Any]:
-    """A stored simulation dict from a sandbox StrategyResult or a mapping."""
-    if isinstance(result, Mapping):
-        sim = dict(result)
-        missing = [k for k in ("spend", "reach", "strategy_fingerprint") if k not in sim]
-        if missing:
-            raise ValidationError(f"simulation: missing {missing}; have {sorted(sim)}")
-        spend = sim["spend"]
-        if (
-            isinstance(spend, bool)
-            or not isinstance(spend, int | float)
-            or not math.isfinite(spend)
-            or spend < 0
-        ):
-            raise ValidationError(f"simulation.spend: expected a finite number >= 0, got {spend!r}")
-    elif hasattr(result, "estimates") and hasattr(result, "strategy"):
-
-        def val(m):
-            iv = result.get(m)
-            return {"value": float(iv.value), "lo": float(iv.lo), "hi": float(iv.hi)}
-
-        sim = {"spend": val("cost")["value"], "roi": val("roi")["value"], "reach": val("treated")["value"],
-               "intervals": {m: val(m) for m in ("cost", "roi", "treated", "incremental_conversions")},
-               "estimator": result.preferred, "source": "sandbox.replay",
-               "strategy_fingerprint": result.strategy.fingerprint()}  # fmt: skip
-    else:
-        raise ValidationError(
-            f"simulation: expected a sandbox StrategyResult or a mapping, got {type(result).__name__}"
-        )
-    sim["recorded_at"] = time.time()
-    return sim

@@ -26,8 +26,6 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -46,6 +44,8 @@ from mktlab.live.journey import (
     UpdateNode,
     WaitNode,
 )
+from mktlab.live.localtime import next_local as _next_local
+from mktlab.live.localtime import zone as _zone
 from mktlab.rules.caps import NS
 from mktlab.rules.model import AtomicEvent, WindowPattern
 from mktlab.rules.semantics import context_value, test_value
@@ -240,33 +240,6 @@ def compile_journey(journey: Journey | CompiledJourney) -> CompiledJourney:
 
 
 # ------------------------------------------------------------------------- helpers
-@lru_cache(maxsize=512)
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except Exception:  # an unknown zone in user data falls back to the next source
-        return None
-
-
-def _next_local(t: float, window: tuple[int, int | None], zone: ZoneInfo) -> float:
-    """``t`` itself inside an open window, else the next window start strictly after ``t``."""
-    start, end = window
-    local = datetime.fromtimestamp(t, zone)
-    minute = local.hour * 60 + local.minute + (local.second + local.microsecond / 1e6) / 60
-    if end is not None and (
-        start <= minute < end if start < end else minute >= start or minute < end
-    ):
-        return t
-    h, m = divmod(start, 60)
-    day = local.date()
-    for _ in range(3):  # today, tomorrow, or the day after across a DST gap
-        cand = datetime(day.year, day.month, day.day, h, m, tzinfo=zone).timestamp()
-        if cand > t:
-            return cand
-        day += timedelta(days=1)
-    raise AssertionError("unreachable: a local time recurs within three days")
-
-
 def _bucket(user_id: str, salt: str) -> int:
     return int(hash_buckets([user_id], salt)[0])
 
