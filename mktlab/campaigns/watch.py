@@ -44,6 +44,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -398,7 +399,9 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
 
 
 STATES = ("scheduled", "gray", "full", "paused", "ended")
-_METRICS: dict[int, dict[str, Any]] = {}
+# one set of metrics per registry, held no longer than the registry (an id() key could be
+# reused by a new registry after the old one was collected, which then got no metrics)
+_METRICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 METRIC_NAMES = {
     "decisions": "mktlab_campaign_decisions", "issued": "mktlab_campaign_issued",
     "ledger_issued": "mktlab_campaign_ledger_issued",
@@ -430,8 +433,9 @@ def campaign_metrics(registry: Any = None) -> dict[str, Any]:
     from prometheus_client import REGISTRY, Counter, Gauge
 
     reg = REGISTRY if registry is None else registry
-    if id(reg) in _METRICS:
-        return _METRICS[id(reg)]
+    hit = _METRICS.get(reg)
+    if hit is not None:
+        return hit
     n = METRIC_NAMES
     g = {k: Gauge(n[k], _HELP[k], ["campaign"], registry=reg) for k in _HELP if k != "state"}
     g["state"] = Gauge(n["state"], _HELP["state"], ["campaign", "state"], registry=reg)
@@ -444,5 +448,5 @@ def campaign_metrics(registry: Any = None) -> dict[str, Any]:
     g["reconciled"] = Gauge(
         n["reconciled"], "when the watcher last finished a pass over all campaigns", registry=reg
     )
-    _METRICS[id(reg)] = g
+    _METRICS[reg] = g
     return g

@@ -227,3 +227,22 @@ def test_a_paused_campaign_is_watched_but_not_paused_again(lifecycle, watcher):
     assert (
         f'mktlab_campaign_breaker_trips_total{{breaker="error_spike",campaign="{cid}"}} 1.0' in text
     )
+
+
+def test_each_registry_gets_its_own_metrics_even_after_others_are_collected():
+    """The metric sets were cached by id(registry): a new registry at a reused address got none."""
+    import gc
+
+    from prometheus_client import generate_latest
+
+    from mktlab.campaigns.watch import campaign_metrics
+
+    for _ in range(50):
+        reg = CollectorRegistry()
+        campaign_metrics(reg)["state"].labels(campaign="c", state="paused").set(1)
+        assert (
+            'mktlab_campaign_state{campaign="c",state="paused"} 1.0'
+            in generate_latest(reg).decode()
+        )
+        del reg
+        gc.collect()
