@@ -395,27 +395,30 @@ def _campaigns(ctx: dict[str, Any]) -> dict[str, Any]:
     keys = KeyStore()
     admin = keys.authenticate(path.read_text().strip())
     tag = uuid.uuid4().hex[:6]
-    made = {
-        role: keys.create(f"demo-{role}-{tag}", role, admin) for role in ("operator", "approver")
-    }
-    olga, pia = (keys.authenticate(made[r][1]) for r in ("operator", "approver"))
+    people = {"olga": "operator", "pia": "approver", "quentin": "approver"}
+    made = {n: keys.create(f"demo-{n}-{tag}", role, admin) for n, role in people.items()}
+    olga, pia, quentin = (keys.authenticate(made[n][1]) for n in people)
     cid, ns = f"demo-{tag}", f"demo{tag}"
     lc = Lifecycle(namespace=f"{ns}:cp", audiences={})
+    n_users = max(2_000, min(ctx["users"] // 50, 20_000))
+    events = synthetic_events(n_users, n_users * 2, seed=ctx["seed"])
+    budget = float(max(9_000, 2 * n_users))  # the simulation predicts ~0.8 per user
     strategy = yaml.safe_load(
         (PROJ_ROOT / "examples" / "strategies" / "browse-rescue.yaml").read_text()
     )
     strategy.update(name=cid, campaign_id=cid, holdout=0.2, policy={"kind": "all"},
-                    budget={"max_spend": 9_000, "max_coupons": 1_500})  # fmt: skip
+                    budget={"max_spend": budget, "max_coupons": int(budget // 5)})  # fmt: skip
     strategy["rules"]["rules"][0]["then"][0]["issue_coupon"]["coupon"] = cid
     now = time.time()
+    # a flash campaign: the whole budget may go in its first hour (the burn breaker's plan)
     lc.create({"campaign_id": cid, "name": "Demo browse rescue",
                "window": {"start": now - 3600, "end": now + 7 * 86400},
-               "coupon": {"stock": 1_500, "per_user_limit": 1, "stackable": True},
-               "plan": {"daily_spend": 50_000}, "strategy": strategy}, olga)  # fmt: skip
+               "coupon": {"stock": int(budget // 5), "per_user_limit": 1, "stackable": True},
+               "plan": {"daily_spend": 24 * budget}, "strategy": strategy}, olga)  # fmt: skip
     lc.submit(cid, olga)
     lc.approve(cid, pia, note="demo")
-    n_users = max(2_000, min(ctx["users"] // 50, 20_000))
-    events = synthetic_events(n_users, n_users * 2, seed=ctx["seed"])
+    if lc.get(cid)["state"] != "approved":  # above the two-approver threshold
+        lc.approve(cid, quentin, note="demo, second approver")
     sim = lc.simulate(cid, olga, events, LiveContext(audiences={}))["simulation"]
     lc.launch(cid, olga, rollout=0.5)
     out_dir = settings().live_dir / f"demo-{tag}"
