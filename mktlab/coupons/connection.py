@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -30,6 +31,7 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from mktlab.config import settings
 from mktlab.errors import ConfigError, ServiceUnavailableError
@@ -249,19 +251,18 @@ def get_redis(url: str | None = None, *, decode_responses: bool = True):
     Raises
     ------
     ConfigError
-        The URL has an unknown scheme.
+        The URL has an unknown scheme; a ``redis+cluster://`` node runs without cluster
+        mode, or its cluster does not serve all 16384 hash slots.
     ServiceUnavailableError
-        The server does not answer ``PING``.
+        The server (no node of the cluster) does not answer.
     """
     url = url or settings().redis_url
     try:
         if url is None:
             return _embedded(embedded_db_path())
         if url.startswith("redis+cluster://"):
-            client = RedisCluster.from_url(
-                "redis://" + url[len("redis+cluster://") :], decode_responses=decode_responses
-            )
-        elif url.startswith(("redis://", "rediss://", "unix://")):
+            return _cluster(url, decode_responses)
+        if url.startswith(("redis://", "rediss://", "unix://")):
             client = redis.Redis.from_url(url, decode_responses=decode_responses)
         else:
             raise ConfigError(
@@ -273,6 +274,56 @@ def get_redis(url: str | None = None, *, decode_responses: bool = True):
         raise ServiceUnavailableError(
             f"Redis at {url or 'embedded'} is unreachable: {exc}"
         ) from exc
+
+
+#: hash slots of a Redis Cluster; every one must be served before anything is issued
+CLUSTER_SLOTS = 16384
+
+
+def _cluster(url: str, decode_responses: bool) -> RedisCluster:
+    """A ``RedisCluster`` for ``redis+cluster://host:port``, checked before use.
+
+    The node must answer, run in cluster mode, and the cluster must serve all 16384
+    slots (``cluster_state:ok``): a campaign's shards hash to slots all over the key
+    space, so a cluster with a hole would fail part of a sale after it started.
+    """
+    try:
+        client = RedisCluster.from_url(
+            "redis://" + url[len("redis+cluster://") :],
+            decode_responses=decode_responses,
+            require_full_coverage=True,
+        )
+    except RedisClusterException as exc:
+        text = str(exc)
+        if "not covered" in text:
+            covered = re.search(r"(\d+) of \d+", text)
+            raise ConfigError(
+                f"Redis Cluster at {url} does not cover every hash slot "
+                f"({covered.group(1) if covered else 'not all'} of {CLUSTER_SLOTS} assigned): "
+                "assign the missing slots (`redis-cli --cluster fix`) before issuing"
+            ) from exc
+        if "not enabled" in text:
+            raise ConfigError(
+                f"{url}: that Redis runs without cluster mode; use redis://host:port/0 for it"
+            ) from exc
+        raise ServiceUnavailableError(f"Redis Cluster at {url} does not answer: {text}") from exc
+    try:
+        # the client's slot map can be complete while a node says the cluster is down
+        # (a master lost with no replica to take over, until the map is refreshed)
+        info = client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+    except RedisClusterException as exc:
+        client.close()
+        raise ServiceUnavailableError(f"Redis Cluster at {url} does not answer: {exc}") from exc
+    states = info.values() if isinstance(info, dict) and "cluster_state" not in info else [info]
+    bad = [i for i in states if i.get("cluster_state") != "ok"]
+    if bad:
+        client.close()
+        ok = min(int(i.get("cluster_slots_ok", 0)) for i in bad)
+        raise ConfigError(
+            f"Redis Cluster at {url} reports cluster_state:{bad[0].get('cluster_state')} "
+            f"({ok} of {CLUSTER_SLOTS} slots served): fix the cluster before issuing"
+        )
+    return client
 
 
 def connection_url(client) -> str:

@@ -103,6 +103,9 @@ class CouponIssuer(CampaignShards):
         Requests per EVALSHA in :meth:`issue_many`.
     ledger_check_interval : float
         Seconds between ledger health checks while healthy.
+    replica_ack_timeout : float
+        Redis Cluster only: seconds to wait for the replicas of the masters a call wrote
+        to before answering (see :class:`~mktlab.coupons.shards.CampaignShards`).
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class CouponIssuer(CampaignShards):
         batch_size: int = 256,
         ledger_check_interval: float = 1.0,
         empty_hint_ttl: float = 1.0,
+        replica_ack_timeout: float = 1.0,
     ):
         if durability not in ("ledger", "outbox"):
             raise ValidationError(f"durability={durability!r}: expected 'ledger' or 'outbox'")
@@ -127,6 +131,7 @@ class CouponIssuer(CampaignShards):
             namespace=namespace,
             request_ttl=request_ttl,
             ledger_check_interval=ledger_check_interval,
+            replica_ack_timeout=replica_ack_timeout,
         )
         self.durability = durability
         self.batch_size = int(batch_size)

@@ -22,15 +22,27 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from mktlab.coupons.campaign import Campaign
-from mktlab.coupons.connection import get_redis, is_cluster
+from mktlab.coupons.connection import CLUSTER_SLOTS, get_redis, is_cluster
 from mktlab.coupons.ledger import Ledger
 from mktlab.errors import ServiceUnavailableError
 
 SCRIPT = resources.files("mktlab.coupons").joinpath("coupon.lua").read_text()
 _OPEN_STOP = 9.0e15  # "no end" as a number Lua can compare
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Redis cannot answer now; a retry with the same request ids is safe. On a cluster this
+# includes a failover in progress (CLUSTERDOWN, TRYAGAIN, a slot briefly without a master,
+# redirections that did not settle within redis-py's retries).
+_REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,  # MovedError too
+    redis.exceptions.RedisClusterException,  # SlotNotCoveredError, no node reachable
+)
 
 
 def home_shard(user_id: str, shards: int) -> int:
@@ -118,6 +130,12 @@ class CampaignShards:
         Seconds a ``request_id``'s answer is remembered (at least; up to twice that).
     ledger_check_interval : float
         Seconds between ledger health checks while healthy.
+    replica_ack_timeout : float
+        On Redis Cluster: seconds to wait (``WAIT``) for the replicas of every master a
+        call wrote to before its decisions are returned or recorded, so that a master
+        lost to a failover cannot take an answered decision with it. A replica that does
+        not confirm in time makes the call fail as unavailable (retrying the same request
+        ids replays the decisions). 0 turns the wait off.
     """
 
     def __init__(
@@ -128,15 +146,18 @@ class CampaignShards:
         namespace: str = "mktlab:cp",
         request_ttl: float = 3600.0,
         ledger_check_interval: float = 1.0,
+        replica_ack_timeout: float = 1.0,
     ):
         self.redis = get_redis(redis) if redis is None or isinstance(redis, str) else redis
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
         self.namespace = namespace
         self.request_ttl = float(request_ttl)
         self.ledger_check_interval = float(ledger_check_interval)
+        self.replica_ack_timeout = float(replica_ack_timeout)
         self._cluster = is_cluster(self.redis)
         self._sha = self.redis.script_load(SCRIPT) if self._ping() else None
         self._infos: dict[str, CampaignState] = {}
+        self._tags: dict[tuple[str, int, int], str] = {}
         self._leases: dict[str, Lease] = {}
         self._lease_lock = threading.Lock()
         self._acked: list[tuple[str, list[str]]] = []  # (outbox key, ids) to XDEL
@@ -153,7 +174,22 @@ class CampaignShards:
             raise _unreachable(exc) from exc
 
     def _tag(self, cid: str, k: int) -> str:
-        return f"{self.namespace}:{{{cid}#{k}}}"
+        # Every key of one shard carries the same {hash tag}, so each script call touches
+        # one slot. On a cluster the tag is picked so that shard k's slot falls in the
+        # k-th of `shards` equal slices of the slot space: masters own contiguous slot
+        # ranges, so a campaign's shards spread over them instead of where crc16 lands.
+        if not self._cluster:
+            return f"{self.namespace}:{{{cid}#{k}}}"
+        n = self._info(cid).campaign.shards
+        tag = self._tags.get((cid, k, n))
+        if tag is None:
+            lo, hi = k * CLUSTER_SLOTS // n, (k + 1) * CLUSTER_SLOTS // n
+            tag, j = f"{cid}#{k}", 0
+            while not lo <= key_slot(tag.encode()) < hi:
+                j += 1
+                tag = f"{cid}#{k}.{j}"
+            self._tags[(cid, k, n)] = tag
+        return f"{self.namespace}:{{{tag}}}"
 
     def _keys(self, cid: str, k: int) -> dict[str, str]:
         t = self._tag(cid, k)
@@ -173,23 +209,15 @@ class CampaignShards:
             if self._sha is None:
                 self._sha = self.redis.script_load(SCRIPT)
             for attempt in range(2):
-                if self._cluster:
-                    # redis-py refuses EVALSHA in cluster pipelines; each call is routed
-                    # to the node owning its (single) slot instead
-                    replies = []
-                    for keys, args in calls:
-                        try:
-                            replies.append(self.redis.evalsha(self._sha, len(keys), *keys, *args))
-                        except redis.exceptions.ResponseError as exc:
-                            replies.append(exc)
-                else:
-                    pipe = self.redis.pipeline(transaction=False)
-                    acked = self._take_acked()
-                    for key, ids in acked:  # outbox entries recorded by the previous call
-                        pipe.xdel(key, *ids)
-                    for keys, args in calls:
-                        pipe.evalsha(self._sha, len(keys), *keys, *args)
-                    replies = pipe.execute(raise_on_error=False)[len(acked) :]
+                # on a cluster, redis-py splits the pipeline per master and follows
+                # MOVED/ASK; every call's keys share one hash tag, so one slot
+                pipe = self.redis.pipeline(transaction=False)
+                acked = self._take_acked()
+                for key, ids in acked:  # outbox entries recorded by the previous call
+                    pipe.xdel(key, *ids)
+                for keys, args in calls:
+                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                replies = pipe.execute(raise_on_error=False)[len(acked) :]
                 if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                     break
                 if attempt == 1:
@@ -206,16 +234,58 @@ class CampaignShards:
                 for i, r in zip(redo, again):
                     replies[i] = r
                 break
+            for r in replies:
+                if isinstance(r, _REDIS_DOWN):
+                    raise r
+            self.await_replicas([keys[0] for keys, _ in calls])
         except _REDIS_DOWN as exc:
             raise ServiceUnavailableError(
                 f"Redis is unreachable: {exc}. Retrying with the same request_ids is safe."
             ) from exc
         for r in replies:
             if isinstance(r, Exception):
-                if isinstance(r, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-                    raise _unreachable(r) from r
                 raise r
         return replies
+
+    def await_replicas(self, keys: Sequence[str]) -> None:
+        """On a cluster, ``WAIT`` until the replicas of the masters owning ``keys`` hold
+        everything written so far (no-op on a single Redis or with a timeout of 0).
+
+        Raises
+        ------
+        ServiceUnavailableError
+            A replica did not confirm within ``replica_ack_timeout`` (also after the
+            topology was re-read, in case that replica has failed and left the map).
+        """
+        if not self._cluster or self.replica_ack_timeout <= 0 or not keys:
+            return
+        short = self._wait(keys)
+        if short:
+            # a replica that failed stays in the client's slot map until it is re-read
+            self.redis.nodes_manager.initialize()
+            short = self._wait([k for k, _, _ in short])
+        if short:
+            _, node, (got, want) = short[0]
+            raise ServiceUnavailableError(
+                f"Redis Cluster master {node} got {got} of {want} replica confirmation(s) "
+                f"within {self.replica_ack_timeout:g} s; the decisions are kept, retrying "
+                "with the same request_ids returns them"
+            )
+
+    def _wait(self, keys: Sequence[str]) -> list[tuple[str, str, tuple[int, int]]]:
+        slots = self.redis.nodes_manager.slots_cache
+        targets: dict[str, tuple[str, Any, int]] = {}
+        for key in keys:
+            nodes = slots.get(self.redis.keyslot(key)) or []
+            if len(nodes) > 1:  # the master and the replicas the cluster reports
+                targets.setdefault(nodes[0].name, (key, nodes[0], len(nodes) - 1))
+        short = []
+        ms = max(1, int(self.replica_ack_timeout * 1000))
+        for key, node, want in targets.values():
+            got = int(self.redis.execute_command("WAIT", want, ms, target_nodes=node))
+            if got < want:
+                short.append((key, node.name, (got, want)))
+        return short
 
     def _info(self, cid: str) -> CampaignState:
         info = self._infos.get(cid)
@@ -291,6 +361,7 @@ class CampaignShards:
                 pipe.hset(keys["claims"], mapping=dict(items[i : i + 5000]))
             pipe.hset(keys["meta"], mapping=meta)
             pipe.execute()
+            self.await_replicas([keys["meta"]])
         except _REDIS_DOWN as exc:
             raise _unreachable(exc) from exc
 
@@ -451,8 +522,8 @@ class CampaignShards:
     def _xdel(self, cid: str, xdel: dict[int, list[str]], *, now: bool = False) -> None:
         """Delete recorded entries from the outbox.
 
-        On a single Redis the deletions ride along with the next call's pipeline (one
-        round trip per batch instead of two); until then they sit in the outbox as
+        The deletions ride along with the next call's pipeline (one round trip per
+        batch instead of two); until then they sit in the outbox as
         entries the ledger already holds, which a drain would re-insert harmlessly.
         """
         if not xdel:
@@ -462,7 +533,7 @@ class CampaignShards:
                 key = self._keys(cid, k)["outbox"]
                 for s in range(0, len(ids), 1000):
                     self._acked.append((key, ids[s : s + 1000]))
-        if now or self._cluster:
+        if now:
             self._flush_acked()
 
     def _take_acked(self) -> list[tuple[str, list[str]]]:
@@ -475,14 +546,10 @@ class CampaignShards:
         if not acked:
             return
         try:
-            if self._cluster:  # one key per command, routed to its node
-                for key, ids in acked:
-                    self.redis.xdel(key, *ids)
-            else:
-                pipe = self.redis.pipeline(transaction=False)
-                for key, ids in acked:
-                    pipe.xdel(key, *ids)
-                pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for key, ids in acked:
+                pipe.xdel(key, *ids)
+            pipe.execute()
         except _REDIS_DOWN:
             pass  # recorded already; the drainer or reconcile removes them later
 
@@ -503,6 +570,12 @@ class CampaignShards:
                     if not entries:
                         break
                     rows = [_outbox_row(f["d"]) for _, f in entries]
+                    # a decision the replica lacks could vanish in a failover and be made
+                    # again differently: only replicated entries go to the ledger
+                    try:
+                        self.await_replicas([key])
+                    except _REDIS_DOWN as exc:
+                        raise _unreachable(exc) from exc
                     self._commit(cid, rows, {})
                     self._xdel(cid, {k: [eid for eid, _ in entries]}, now=True)
                     moved += len(rows)
