@@ -63,10 +63,14 @@ class KeyStore:
         ids that exist nowhere, whatever they are; ``anonymous``) per
         ``refusal_window`` seconds; past that they are counted, and the count is audited
         with the next refusal the window allows (a flood of bad keys cannot flood the log).
+    touch_every : float
+        ``last_used_at`` is written at most once per key per ``touch_every`` seconds in
+        this process (a busy key costs no database write per cache miss).
     """
 
     def __init__(self, db: CampaignDB | None = None, *, ttl: float = 1.0, audit: Any = None,
-                 refusals_per_window: int = 20, refusal_window: float = 10.0):  # fmt: skip
+                 refusals_per_window: int = 20, refusal_window: float = 10.0,
+                 touch_every: float = 60.0):  # fmt: skip
         self.db = db if db is not None else CampaignDB()
         self.ttl = float(ttl)
         self.audit = audit
@@ -76,6 +80,8 @@ class KeyStore:
         )
         self._refusals: dict[str, list[float]] = {}  # actor -> [window start, audited, suppressed]
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self.touch_every = float(touch_every)
+        self._touched: dict[str, float] = {}  # key_id -> monotonic time of the last write
         self._lock = threading.Lock()
 
     def create(self, name: str, role: str, by: Principal) -> tuple[str, str]:
@@ -175,7 +181,15 @@ class KeyStore:
         return p
 
     def _touch(self, key_id: str) -> None:
-        """Record when a key was last used (on a cache miss: at most once per ``ttl`` per process)."""
+        """Record when a key was last used: at most once per ``touch_every`` seconds per key."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._touched.get(key_id)
+            if last is not None and now - last < self.touch_every:
+                return
+            if len(self._touched) > 10_000:
+                self._touched.clear()
+            self._touched[key_id] = now
         t = tables.api_keys
         try:
             with self.db.begin() as conn:

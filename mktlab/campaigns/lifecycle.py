@@ -476,7 +476,7 @@ class Lifecycle:
         # the state first: a strategy in the catalog whose campaign has no published state
         # would run ungated. If what follows fails, _step's compensation publishes the
         # registry's state (approved: refused by every runtime) and pauses the issuer.
-        self._publish(s.campaign_id, state, rollout, version, s.salt)
+        self.publish_state(s.campaign_id, state, rollout, version, s.salt)
         self._issue_and_save(s)
 
     def _issue_and_save(self, s: CampaignSpec) -> None:
@@ -489,9 +489,8 @@ class Lifecycle:
             self.issuer.resume(s.campaign_id)  # paused by the compensation of a failed launch
         self.catalog.save(s.strategy, replace=True)
 
-    def _publish(
-        self, campaign_id: str, state: str, rollout: float, version: int, salt: str
-    ) -> None:
+    def publish_state(self, campaign_id: str, state: str, rollout: float, version: int, salt: str) -> None:
+        """Tell the gates (live workers, ``/issue``) a campaign's state; ``sync.heal`` repairs through it."""
         publish_state(
             self.issuer.redis,
             self.namespace,
@@ -512,7 +511,7 @@ class Lifecycle:
                     "(pause the campaign to stop it)")])  # fmt: skip
             to = "full" if rollout >= 1 else "gray"
             s = self.registry.spec(campaign_id, row["version"], conn)
-            self._publish(campaign_id, to, rollout, row["version"], s.salt)
+            self.publish_state(campaign_id, to, rollout, row["version"], s.salt)
             return (
                 to,
                 {"state": to, "rollout": rollout},
@@ -530,7 +529,7 @@ class Lifecycle:
         def act(conn, row):
             s = self.registry.spec(campaign_id, row["version"], conn)
             self.issuer.pause(campaign_id)
-            self._publish(campaign_id, "paused", row["rollout"], row["version"], s.salt)
+            self.publish_state(campaign_id, "paused", row["rollout"], row["version"], s.salt)
             return (
                 "paused",
                 {"state": "paused", "paused_from": row["state"], "state_reason": reason},
@@ -557,7 +556,7 @@ class Lifecycle:
             )
             to = row["paused_from"] or "gray"
             self.issuer.resume(campaign_id)
-            self._publish(campaign_id, to, row["rollout"], row["version"], s.salt)
+            self.publish_state(campaign_id, to, row["rollout"], row["version"], s.salt)
             return to, {"state": to, "paused_from": None, "state_reason": ""}, {}
 
         return self._step("resume", campaign_id, by, act)
@@ -568,7 +567,7 @@ class Lifecycle:
         def act(conn, row):
             s = self.registry.spec(campaign_id, row["version"], conn)
             self.issuer.pause(campaign_id)
-            self._publish(campaign_id, "ended", row["rollout"], row["version"], s.salt)
+            self.publish_state(campaign_id, "ended", row["rollout"], row["version"], s.salt)
             return "ended", {"state": "ended", "state_reason": why}, {}
 
         return self._step("end", campaign_id, by, act, detail={"why": why} if why else None)
@@ -591,7 +590,7 @@ class Lifecycle:
                     to = "full" if row["rollout"] >= 1 else "gray"
 
                     def act(conn, r, to=to, s=s):
-                        self._publish(r["campaign_id"], to, r["rollout"], r["version"], s.salt)
+                        self.publish_state(r["campaign_id"], to, r["rollout"], r["version"], s.salt)
                         return to, {"state": to}, {}
 
                     out.append(self._step("start", row["campaign_id"], by, act))

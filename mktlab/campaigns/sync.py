@@ -32,7 +32,7 @@ def heal(lc: Any, row: dict[str, Any]) -> bool:
     want = (row["state"], float(row["rollout"] or 0.0), int(row["version"]))
     changed = live is None or (live["state"], live["rollout"], live["version"]) != want
     if changed:
-        lc._publish(cid, row["state"], want[1], want[2], lc.registry.spec(cid, row["version"]).salt)
+        lc.publish_state(cid, row["state"], want[1], want[2], lc.registry.spec(cid, row["version"]).salt)
     try:
         flags = [sh.paused for sh in lc.issuer.read_shards(cid)]
     except (KeyError, MktlabError):  # no issuer campaign (a launch failed before creating it)

@@ -152,7 +152,13 @@ def test_keys_record_their_last_use_and_made_up_ids_share_one_refusal_budget(db)
     ks = KeyStore(db, ttl=0, refusals_per_window=3, refusal_window=60)
     _, key = ks.create("shop", "app", Principal("root", "admin"))
     ks.authenticate(key)
-    assert ks.list()[0]["last_used_at"] is not None
+    first = ks.list()[0]["last_used_at"]
+    assert first is not None
+    ks.authenticate(key)  # a cache miss (ttl=0) within touch_every writes nothing
+    assert ks.list()[0]["last_used_at"] == first
+    ks.touch_every = 0
+    ks.authenticate(key)
+    assert ks.list()[0]["last_used_at"] > first
     for i in range(50):  # a new made-up key id every time
         with pytest.raises(MktlabError):
             ks.authenticate(f"mk_{i:012x}_" + "z" * 32)
