@@ -248,21 +248,24 @@ class MktlabHTTPMiddleware:
         if method == "POST" and (path in self.api_paths or path.startswith(self.error_prefixes)):
             length = dict(scope.get("headers") or []).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await _send_json(
-                    send,
-                    413,
-                    {
-                        "error": f"request body of {int(length)} bytes exceeds the limit of {self.max_body_bytes} bytes",
-                        "type": "PayloadTooLarge",
-                    },
-                )
+                await self._too_large(send, f"request body of {int(length)} bytes")
                 return
+            if length is None:  # chunked: read it here, up to the limit, then hand it on
+                body = await _read_body(receive, self.max_body_bytes)
+                if body is None:
+                    await self._too_large(send, "chunked request body")
+                    return
+                receive = _replay_body(body, receive)
             await self.app(scope, receive, _Rewriter(send))
             return
         if path.startswith(self.error_prefixes):
             await self.app(scope, receive, _Rewriter(send))
             return
         await self.app(scope, receive, send)
+
+    async def _too_large(self, send: Any, what: str) -> None:
+        msg = f"{what} exceeds the limit of {self.max_body_bytes} bytes"
+        await _send_json(send, 413, {"error": msg, "type": "PayloadTooLarge"})
 
     async def _docs(self, scope: Scope, receive: Any, send: Any) -> None:
         if self._spec is None:
@@ -286,6 +289,37 @@ class MktlabHTTPMiddleware:
             return
         body = await anyio.to_thread.run_sync(svc.core.health)
         await _send_json(send, 200, body)
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body, or ``None`` as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay_body(body: bytes, original: Any) -> Any:
+    """An ASGI ``receive`` that hands on an already read body, then defers to ``original``."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await original()  # blocks until the client disconnects
+
+    return receive
 
 
 class _Capture:

@@ -97,6 +97,23 @@ def test_uplift_batch_limit_and_body_limit(http, features):
     assert "exceeds the limit" in body["error"]
 
 
+def test_chunked_bodies_are_limited_too(http, features):
+    """Without Content-Length (Transfer-Encoding: chunked) the limit still holds."""
+
+    def chunked(payload: bytes, size: int = 65_536):
+        return (payload[i : i + size] for i in range(0, len(payload), size))
+
+    big = json.dumps({"rows": [features(0.1)] * 1_400}).encode()  # just over the 100 kB limit
+    assert 100_000 < len(big) < 120_000
+    status, body = http.post("/uplift", raw=chunked(big, 8_192))
+    assert status == 413
+    assert "chunked request body exceeds the limit" in body["error"]
+    small = json.dumps({"rows": [features(0.1)] * 3}).encode()
+    status, body = http.post("/uplift", raw=chunked(small, 100))
+    assert status == 200, body
+    assert len(body) == 3
+
+
 def test_malformed_json_is_400(http):
     status, body = http.post("/uplift", raw=b'{"rows": [')
     assert status == 400
