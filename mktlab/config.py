@@ -256,3 +256,58 @@ def child_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides or {})
     return env
+
+
+# --- the Spark engine of identity and batch scoring (issue 17) ---------------------
+@dataclass(frozen=True)
+class SparkSettings:
+    """Settings of the SparkSession that ``resolve(..., engine="spark")`` and Spark scoring use.
+
+    Environment: ``MKTLAB_SPARK_MASTER`` (default ``local[2]``; a cluster's ``spark://`` /
+    ``yarn`` / ``k8s://`` URL), ``MKTLAB_SPARK_DRIVER_MEMORY`` (default ``4g``; raise it when
+    a job fails with OutOfMemoryError), ``MKTLAB_SPARK_EXECUTOR_MEMORY`` (unset: Spark's
+    default), ``MKTLAB_SPARK_SHUFFLE_PARTITIONS`` (default 8: small data on a laptop; a
+    cluster wants a few per executor core), ``MKTLAB_SPARK_LOCAL_DIR`` (scratch space,
+    default Spark's). The JVM is found by pyspark itself (``JAVA_HOME`` or ``java`` on PATH).
+    """
+
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    executor_memory: str | None = None
+    shuffle_partitions: int = 8
+    local_dir: str | None = None
+    java_home: str | None = None
+
+
+def spark_settings() -> SparkSettings:
+    """Read the Spark engine's settings from the environment now."""
+    s = SparkSettings(
+        master=(os.environ.get("MKTLAB_SPARK_MASTER") or SparkSettings.master).strip(),
+        driver_memory=(
+            os.environ.get("MKTLAB_SPARK_DRIVER_MEMORY") or SparkSettings.driver_memory
+        ).strip(),
+        executor_memory=(os.environ.get("MKTLAB_SPARK_EXECUTOR_MEMORY") or "").strip() or None,
+        shuffle_partitions=_env_number(
+            "MKTLAB_SPARK_SHUFFLE_PARTITIONS", SparkSettings.shuffle_partitions, int
+        ),
+        local_dir=(os.environ.get("MKTLAB_SPARK_LOCAL_DIR") or "").strip() or None,
+        java_home=(os.environ.get("JAVA_HOME") or "").strip() or None,
+    )
+    if not 1 <= s.shuffle_partitions <= 100_000:
+        raise ConfigError(
+            f"MKTLAB_SPARK_SHUFFLE_PARTITIONS={s.shuffle_partitions}: expected 1..100000"
+        )
+    for name, val in (("DRIVER", s.driver_memory), ("EXECUTOR", s.executor_memory)):
+        if val is not None and (not val[:-1].isdigit() or val[-1].lower() not in "kmgt"):
+            raise ConfigError(
+                f"MKTLAB_SPARK_{name}_MEMORY={val!r}: expected a size like 4g or 512m"
+            )
+    return s
+
+
+def use_spark_python() -> None:
+    """Make Spark's Python workers run this interpreter unless ``PYSPARK_PYTHON`` says otherwise."""
+    import sys
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

@@ -227,6 +227,20 @@ def load_pyfunc(name: str, alias: str = CHAMPION) -> Any:
     return _mlflow().pyfunc.load_model(f"models:/{name}@{alias}")
 
 
+def spark_udf(spark: Any, name: str, alias: str = CHAMPION, *, result_type: Any = None) -> Any:
+    """``models:/name@alias`` as a Spark UDF (``mlflow.pyfunc.spark_udf``, this environment).
+
+    ``env_manager="local"``: executors run this Python environment, as the local Spark of
+    our machines does; a cluster's executors need the same packages installed.
+    :class:`NotFoundError` if the model is not registered.
+    """
+    if champion_version(name, alias) is None:
+        raise NotFoundError(f"no registered model {name!r} with alias @{alias}")
+    return _mlflow().pyfunc.spark_udf(
+        spark, model_uri(name, alias), result_type=result_type, env_manager="local"
+    )
+
+
 def model_uri(name: str, alias: str = CHAMPION) -> str:
     """The ``models:/name@alias`` URI (for BentoML's ``import_model``)."""
     return f"models:/{name}@{alias}"

@@ -46,6 +46,7 @@ from mktlab.identity.report import SIZE_BUCKETS, IdentityReport, size_label
 from mktlab.identity.stable_ids import assign_ids
 
 REQUIRED = ("record_id", "ts", "id_type", "id_value")
+ENGINES = ("local", "spark")
 _NS = "datetime64[ns]"
 
 
@@ -389,9 +390,8 @@ def _audit(links: _Links, nodes: _Nodes, link, reason, hub_edge, why, n_types, n
     return audit, pd.Series(why[code]).value_counts()
 
 
-def _excluded(nodes: _Nodes, links: _Links, hub_nodes, names, previous: IdentityMap | None):
+def _excluded(nodes: _Nodes, n_obs_node, hub_nodes, names, previous: IdentityMap | None):
     """Blocked values and hub identifiers, accumulated over runs for blocked ones."""
-    n_obs_node = np.bincount(links.r_node, minlength=nodes.n)
     excluded = pd.concat(
         [
             nodes.excluded_blocked,
@@ -439,6 +439,7 @@ def resolve(
     rules: IdentityRules | None = None,
     previous: IdentityMap | None = None,
     errors: str = "raise",
+    engine: str = "local",
 ) -> IdentityMap:
     """Resolve raw identifier observations into people.
 
@@ -454,6 +455,11 @@ def resolve(
         the previous links; every surviving person keeps its ``global_id`` and ``uid``.
     errors : {"raise", "quarantine"}
         What to do with bad rows (null ids, unknown types, unparseable timestamps).
+    engine : {"local", "spark"}
+        ``"local"`` (default): numpy, scipy and numba in this process. ``"spark"``: the
+        same rules on PySpark (:mod:`mktlab.identity.spark`; ``observations`` may then
+        also be a Spark DataFrame), settings from :func:`mktlab.config.spark_settings`.
+        Both give the same map: same people, same ``global_id`` and ``uid``.
 
     Returns
     -------
@@ -465,7 +471,16 @@ def resolve(
         A required column is missing.
     DataError
         Bad rows and ``errors="raise"``; the message names each field with sample rows.
+    ConfigError
+        ``engine="spark"`` and Spark cannot start or run the job (no JVM, out of memory):
+        the message says what to install or set.
     """
+    if engine not in ENGINES:
+        raise ValidationError(f"resolve: engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "spark":
+        from mktlab.identity.spark import resolve_spark  # pyspark and a JVM only when asked
+
+        return resolve_spark(observations, rules, previous, errors)
     secs: dict[str, float] = {}
     clock = perf_counter()
 
@@ -476,7 +491,6 @@ def resolve(
         clock = now_
 
     rules = _check_args(observations, rules, previous, errors)
-    names, n_types = rules.names, len(rules.names)
     limits = np.array([t.max_per_person for t in rules.ranked], dtype=np.int64)
 
     rows = _stage_validate(observations, rules, errors)
@@ -489,8 +503,27 @@ def resolve(
     lap("hubs")
     labels, reason, link = _stage_components(links, hub_edge, nodes.node_type, rules, limits)
     lap("components")
+    n_obs_node = np.bincount(links.r_node, minlength=nodes.n)
+    return assemble(
+        rules, previous, nodes, links, labels, reason, link, hub, degree, hub_edge,
+        n_obs_node, rows.ts, len(observations), rows.quarantine, lap, secs,
+    )  # fmt: skip
+
+
+def assemble(
+    rules, previous, nodes: _Nodes, links: _Links, labels, reason, link, hub, degree, hub_edge,
+    n_obs_node, ts, n_observations: int, quarantine: pd.DataFrame, lap, secs,
+) -> IdentityMap:  # fmt: skip
+    """Stage 6 and the map: stable ids, audit, excluded, history and report.
+
+    Shared by both engines: the Spark engine hands over the same node / link arrays (one
+    row per identifier and per link, what the map holds anyway) so ids, audit and report
+    have one home.
+    """
+    names, n_types = rules.names, len(rules.names)
+    limits = np.array([t.max_per_person for t in rules.ranked], dtype=np.int64)
     person, next_uid, hist, stats, mapping, node_frame, edges = _stage_ids(
-        labels, hub, nodes, links, rows.ts, n_types, names
+        labels, hub, nodes, links, ts, n_types, names
     )
     lap("ids")
 
@@ -498,13 +531,13 @@ def resolve(
     why = _refusal_reasons(names, limits)
     audit, refused_counts = _audit(links, nodes, link, reason, hub_edge, why, n_types, names)
     hub_nodes = np.flatnonzero(hub)
-    excluded = _excluded(nodes, links, hub_nodes, names, previous)
+    excluded = _excluded(nodes, n_obs_node, hub_nodes, names, previous)
     sizes, dist = _size_distribution(person)
     top = hub_nodes[np.argsort(-degree[hub_nodes])[:5]]
     node_type, node_value = nodes.node_type, nodes.node_value
     report = IdentityReport(
-        n_observations=len(observations),
-        n_quarantined=len(rows.quarantine),
+        n_observations=n_observations,
+        n_quarantined=len(quarantine),
         n_records=links.n_records,
         n_identifiers=len(mapping),
         n_people=len(sizes),
@@ -537,6 +570,6 @@ def resolve(
         report=report,
         audit=audit,
         history=_history(previous, hist),
-        quarantine=rows.quarantine,
+        quarantine=quarantine,
         excluded=excluded,
     )
