@@ -18,7 +18,7 @@ $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml | $(PY) java
 	$(PY) -m pip install --quiet -e '.[all]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
@@ -26,6 +26,24 @@ $(STAMP): pyproject.toml | $(PY)
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: java
+java: ## check for Java 17+ (the Spark engine's JVM); install Debian's default-jre-headless when missing
+	@v=$$(java -version 2>&1 | awk -F'"' '/version/ {print $$2; exit}' | awk -F. '{print ($$1 == "1" ? $$2 : $$1)}'); \
+	if [ -n "$$v" ] && [ "$$v" -ge 17 ] 2>/dev/null; then \
+	  echo "java: Java $$v found (the Spark engine needs 17+)"; \
+	else \
+	  echo "java: Java 17+ missing (found: $${v:-none}); installing Debian's default-jre-headless for the Spark engine"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null; then \
+	    echo "java: cannot install it here (needs apt-get, and root or sudo): install a Java 17+ runtime and set JAVA_HOME; until then resolve(engine='spark') and the Spark tests are unavailable (they skip)" >&2; \
+	  else \
+	    echo "+ $$SUDO apt-get update && $$SUDO apt-get install -y default-jre-headless"; \
+	    ( $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null ) \
+	      && echo "java: installed: $$(java -version 2>&1 | head -1)" \
+	      || echo "java: apt-get could not install default-jre-headless: install Java 17+ by hand and set JAVA_HOME" >&2; \
+	  fi; \
+	fi
 
 .PHONY: install
 install: $(STAMP) ## create .venv and install mktlab with all extras (done by the other targets when needed)

@@ -22,6 +22,8 @@ MKTLAB_DB_URL          SQLAlchemy URL of the campaign registry (campaigns, versi
 MKTLAB_API_KEY         the API key the CLI acts with (else the local admin key file)
 MKTLAB_EVENT_TYPES     comma-separated event types the bus accepts (unset: any); others are
                        dead-lettered as ``unknown_event``
+MKTLAB_CLICKHOUSE_URL  a ClickHouse server for audiences (``engine="clickhouse"``), e.g.
+                       ``http://default:@127.0.0.1:8123/default``; unset: none (chdb runs in process)
 """
 
 from __future__ import annotations
@@ -164,6 +166,18 @@ def env_flag(name: str, default: bool = False) -> bool:
     if raw is None:
         return default
     return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def clickhouse_url() -> str | None:
+    """``MKTLAB_CLICKHOUSE_URL``: the ClickHouse server of the audience engine, or None."""
+    raw = (os.environ.get("MKTLAB_CLICKHOUSE_URL") or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://", "clickhouse://", "clickhouses://")):
+        raise ConfigError(
+            f"MKTLAB_CLICKHOUSE_URL={raw!r}: expected http(s)://user:password@host:8123/database"
+        )
+    return raw
 
 
 def bentoml_home() -> Path:
