@@ -14,7 +14,7 @@ import array
 import struct
 
 import numpy as np
-from pyroaring import BitMap
+from pyroaring import BitMap, BitMap64
 
 from mktlab.errors import DataError, ValidationError
 
@@ -151,36 +151,52 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise DataError("groupBitmap state: varint too long")
 
 
-def to_clickhouse_state(bm: BitMap) -> bytes:
+def to_clickhouse_state(bm: BitMap | BitMap64) -> bytes:
     """Serialize ``bm`` as a ClickHouse ``AggregateFunction(groupBitmap, UInt32)`` state.
 
-    Layout (``AggregateFunctionGroupBitmapData.h``): sets of at most 32 values are a
-    *small set* ``0x00 + varint(n) + n little-endian uint32``; larger ones are
-    ``0x01 + varint(len) + portable Roaring bytes`` (after ``runOptimize``).
+    Layout (``AggregateFunctionGroupBitmapData.h``, checked against what chdb 4.4 writes
+    for ``groupBitmapState``): sets of at most 32 values are a *small set*
+    ``0x00 + varint(n) + n little-endian values``; larger ones are
+    ``0x01 + varint(len) + portable Roaring bytes`` (after ``runOptimize``). A
+    :class:`~pyroaring.BitMap64` gives the ``UInt64`` state: 8-byte small-set values and
+    CRoaring's portable ``Roaring64Map`` bytes. ClickHouse keeps a small set in insertion
+    order, we write it sorted; both read back as the same set.
     """
+    wide = isinstance(bm, BitMap64)
     if len(bm) <= _SMALL_SET_MAX:
-        values = np.asarray(list(bm), dtype="<u4")
+        values = np.asarray(list(bm), dtype="<u8" if wide else "<u4")
         return b"\x00" + _varint(len(bm)) + values.tobytes()
-    bm = BitMap(bm)  # run_optimize mutates; keep the caller's bitmap untouched
+    bm = BitMap64(bm) if wide else BitMap(bm)  # run_optimize mutates; keep the caller's
     bm.run_optimize()
     payload = bm.serialize()
     return b"\x01" + _varint(len(payload)) + payload
 
 
-def from_clickhouse_state(state: bytes) -> BitMap:
-    """Inverse of :func:`to_clickhouse_state`."""
+def from_clickhouse_state(state: bytes, width: int = 32) -> BitMap | BitMap64:
+    """Inverse of :func:`to_clickhouse_state`: ``width`` 32 (``UInt32``) or 64 (``UInt64``)."""
+    if width not in (32, 64):
+        raise ValidationError(f"groupBitmap state: width must be 32 or 64, got {width!r}")
     state = bytes(state)
     if not state:
         raise DataError("groupBitmap state: empty")
     kind = state[0]
     n, pos = _read_varint(state, 1)
     if kind == 0:
-        end = pos + 4 * n
+        size = width // 8
+        end = pos + size * n
         if end != len(state):
-            raise DataError(f"groupBitmap small set: expected {end} bytes, got {len(state)}")
-        return BitMap(np.frombuffer(state[pos:end], dtype="<u4").tolist())
+            raise DataError(
+                f"groupBitmap small set of {n} UInt{width}: expected {end} bytes, got {len(state)}"
+            )
+        values = np.frombuffer(state[pos:end], dtype="<u8" if width == 64 else "<u4").tolist()
+        return BitMap64(values) if width == 64 else BitMap(values)
     if kind == 1:
         if pos + n != len(state):
             raise DataError(f"groupBitmap state: expected {pos + n} bytes, got {len(state)}")
-        return BitMap.deserialize(state[pos:])
+        try:
+            return (BitMap64 if width == 64 else BitMap).deserialize(state[pos:])
+        except (ValueError, OverflowError) as exc:
+            raise DataError(
+                f"groupBitmap state: not a UInt{width} roaring bitmap ({exc})"
+            ) from None
     raise DataError(f"groupBitmap state: unknown kind byte {kind}")

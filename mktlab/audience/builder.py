@@ -52,6 +52,7 @@ class StoreParts:
     skipped: dict[str, str] = field(default_factory=dict)
     as_of: dt.date | str | None = None
     event_aliases: dict[str, str] | None = None
+    backend: Any = None  # a ClickHouseBackend when the bitmaps live in ClickHouse
 
 
 def wants_dense(engine: str, top: int, n_users: int) -> bool:
@@ -83,10 +84,7 @@ def build_parts(
     if engine not in ("auto", "roaring", "dense"):
         raise ValidationError(f"engine must be 'auto', 'roaring' or 'dense', got {engine!r}")
     check_threads(threads)
-    kinds = dict(kinds or {})
-    for col, kind in kinds.items():
-        if kind not in KINDS:
-            raise ValidationError(f"kinds[{col!r}] = {kind!r}; expected one of {KINDS}")
+    kinds = check_kinds(kinds)
     ptable = _to_arrow(profiles, "profiles", con)
     etable = _to_arrow(events, "events", con)
     uids = _uids(ptable, uid, "profiles") if ptable is not None else None
@@ -118,30 +116,12 @@ def build_parts(
     skipped: dict[str, str] = {}
     parts: list = []
     if ptable is not None:
-        for col in kinds:
-            if col not in ptable.column_names:
-                raise SchemaError(
-                    f"kinds: profiles has no column {col!r}{suggest(col, ptable.column_names)}"
-                )
-        for col in exclude:
-            if col not in ptable.column_names:
-                raise SchemaError(
-                    f"exclude: profiles has no column {col!r}{suggest(col, ptable.column_names)}"
-                )
         rows = _Rows(uids, dense)
         rows.all = rows.bitmap(np.ones(uids.size, dtype=bool))
         parts.append(rows.all)
-        columns = [c for c in ptable.column_names if c != uid and c not in exclude]
-        for name in tqdm(columns, desc="tags", disable=not progress):
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name):
-                skipped[name] = "name is not usable in expressions (letters, digits, '_', '.')"
-                continue
-            col = ptable.column(name)
-            kind = kinds.get(name) or _infer_kind(col)
-            if kind is None:
-                skipped[name] = f"unsupported type {col.type}"
-                continue
-            tags[name] = _build_tag(name, kind, col, rows, max_values)
+        planned, skipped = plan_columns(ptable, uid, kinds, exclude)
+        for name, kind in tqdm(planned, desc="tags", disable=not progress):
+            tags[name] = _build_tag(name, kind, ptable.column(name), rows, max_values)
     index = None
     if etable is not None:
         index = EventIndex.from_arrow(etable.select(["ts", "event"]), euids, data_range)
@@ -154,6 +134,44 @@ def build_parts(
     else:
         universe = dense.add(parts[0].words | parts[1].words)
     return StoreParts(universe, tags, index, dense, skipped, as_of, event_aliases)
+
+
+def check_kinds(kinds: dict[str, str] | None) -> dict[str, str]:
+    """Validate ``kinds`` (column -> forced kind) and return a copy."""
+    kinds = dict(kinds or {})
+    for col, kind in kinds.items():
+        if kind not in KINDS:
+            raise ValidationError(f"kinds[{col!r}] = {kind!r}; expected one of {KINDS}")
+    return kinds
+
+
+def plan_columns(
+    ptable: pa.Table, uid: str, kinds: dict[str, str], exclude
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Which profile columns become tags, of which kind, and why the others are skipped."""
+    for col in kinds:
+        if col not in ptable.column_names:
+            raise SchemaError(
+                f"kinds: profiles has no column {col!r}{suggest(col, ptable.column_names)}"
+            )
+    for col in exclude:
+        if col not in ptable.column_names:
+            raise SchemaError(
+                f"exclude: profiles has no column {col!r}{suggest(col, ptable.column_names)}"
+            )
+    planned: list[tuple[str, str]] = []
+    skipped: dict[str, str] = {}
+    for name in [c for c in ptable.column_names if c != uid and c not in exclude]:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name):
+            skipped[name] = "name is not usable in expressions (letters, digits, '_', '.')"
+            continue
+        col = ptable.column(name)
+        kind = kinds.get(name) or _infer_kind(col)
+        if kind is None:
+            skipped[name] = f"unsupported type {col.type}"
+            continue
+        planned.append((name, kind))
+    return planned, skipped
 
 
 def _build_tag(name: str, kind: str, col: pa.ChunkedArray, rows: _Rows, max_values: int):

@@ -81,48 +81,7 @@ class EventIndex:
     @classmethod
     def from_arrow(cls, table: pa.Table, uid_values: np.ndarray, data_range=None) -> EventIndex:
         """Build from an Arrow table with ``ts`` and ``event`` columns and validated uids."""
-        ts = table.column("ts")
-        if pa.types.is_timestamp(ts.type):
-            ts = (
-                pc.cast(ts, pa.timestamp("us"))
-                if ts.type.tz is None
-                else pc.cast(pc.local_timestamp(ts), pa.timestamp("us"))
-            )
-            days = pc.cast(pc.cast(ts, pa.date32()), pa.int32())
-        elif pa.types.is_date(ts.type):
-            days = pc.cast(pc.cast(ts, pa.date32()), pa.int32())
-        else:
-            raise SchemaError(f"events: column 'ts' must be a timestamp or date, got {ts.type}")
-        if days.null_count or table.column("event").null_count:
-            raise SchemaError("events: 'ts' and 'event' must not be null")
-        day = days.to_numpy().astype(np.int64)
-        ev = pc.dictionary_encode(pc.cast(table.column("event"), pa.string())).combine_chunks()
-        names_raw = [str(x) for x in ev.dictionary.to_pylist()]
-        order_names = sorted(range(len(names_raw)), key=lambda i: names_raw[i])
-        remap = np.empty(len(names_raw), dtype=np.int64)
-        remap[order_names] = np.arange(len(names_raw))
-        codes = remap[ev.indices.to_numpy()] if len(names_raw) else np.empty(0, dtype=np.int64)
-        names = [names_raw[i] for i in order_names]
-        if ANY in names:
-            raise SchemaError(
-                f"events: {ANY!r} is reserved (it means every event); rename that event"
-            )
-        if data_range is not None:
-            first, last = to_day(data_range[0]), to_day(data_range[1])
-            if first > last:
-                raise ValidationError(
-                    f"data_range: start {data_range[0]} is after end {data_range[1]}"
-                )
-            outside = (day < first) | (day > last)
-            if outside.any():
-                raise ValidationError(
-                    f"events: {int(outside.sum())} event(s) fall outside data_range {data_range}; "
-                    f"e.g. {from_day(int(day[outside][0]))}"
-                )
-        elif day.size:
-            first, last = int(day.min()), int(day.max())
-        else:
-            raise ValidationError("events: the table is empty; pass data_range to declare its days")
+        names, codes, day, first, last = event_days(table, data_range)
         n_days = last - first + 1
         keys = codes * n_days + (day - first)
         order = np.lexsort((uid_values, keys))
@@ -176,3 +135,52 @@ class EventIndex:
             allu = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint32)
             self._cache[key] = np.unique(allu, return_counts=True)
         return self._cache[key]  # type: ignore[return-value]
+
+
+def event_days(
+    table: pa.Table, data_range=None
+) -> tuple[list[str], np.ndarray, np.ndarray, int, int]:
+    """Validate ``ts`` / ``event`` and return (sorted names, codes, day numbers, first, last).
+
+    Shared by :class:`EventIndex` and the ClickHouse engine, so both read the same days
+    (local wall-clock dates of timestamps) and refuse the same bad input.
+    """
+    ts = table.column("ts")
+    if pa.types.is_timestamp(ts.type):
+        ts = (
+            pc.cast(ts, pa.timestamp("us"))
+            if ts.type.tz is None
+            else pc.cast(pc.local_timestamp(ts), pa.timestamp("us"))
+        )
+        days = pc.cast(pc.cast(ts, pa.date32()), pa.int32())
+    elif pa.types.is_date(ts.type):
+        days = pc.cast(pc.cast(ts, pa.date32()), pa.int32())
+    else:
+        raise SchemaError(f"events: column 'ts' must be a timestamp or date, got {ts.type}")
+    if days.null_count or table.column("event").null_count:
+        raise SchemaError("events: 'ts' and 'event' must not be null")
+    day = days.to_numpy().astype(np.int64)
+    ev = pc.dictionary_encode(pc.cast(table.column("event"), pa.string())).combine_chunks()
+    names_raw = [str(x) for x in ev.dictionary.to_pylist()]
+    order_names = sorted(range(len(names_raw)), key=lambda i: names_raw[i])
+    remap = np.empty(len(names_raw), dtype=np.int64)
+    remap[order_names] = np.arange(len(names_raw))
+    codes = remap[ev.indices.to_numpy()] if len(names_raw) else np.empty(0, dtype=np.int64)
+    names = [names_raw[i] for i in order_names]
+    if ANY in names:
+        raise SchemaError(f"events: {ANY!r} is reserved (it means every event); rename that event")
+    if data_range is not None:
+        first, last = to_day(data_range[0]), to_day(data_range[1])
+        if first > last:
+            raise ValidationError(f"data_range: start {data_range[0]} is after end {data_range[1]}")
+        outside = (day < first) | (day > last)
+        if outside.any():
+            raise ValidationError(
+                f"events: {int(outside.sum())} event(s) fall outside data_range {data_range}; "
+                f"e.g. {from_day(int(day[outside][0]))}"
+            )
+    elif day.size:
+        first, last = int(day.min()), int(day.max())
+    else:
+        raise ValidationError("events: the table is empty; pass data_range to declare its days")
+    return names, codes, day, int(first), int(last)

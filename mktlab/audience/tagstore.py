@@ -81,6 +81,7 @@ class AudienceStore:
         catalog: AudienceCatalog | None = None,
         skipped: dict[str, str] | None = None,
         dense: DenseEngine | None = None,
+        backend: Any = None,
     ):
         self._universe = universe
         self.tags = tags
@@ -90,6 +91,7 @@ class AudienceStore:
         self.skipped = dict(skipped or {})
         self.dropped_rows: dict[str, int] = {}  # filled by builders that drop input rows
         self._dense = dense
+        self._backend = backend  # ClickHouseBackend: bitmaps and queries in ClickHouse
         self.derived: dict[tuple, Any] = {}  # count comparisons, memoised by the evaluator
         self._as_of_day: int | None = None
         if as_of is not None:
@@ -118,6 +120,8 @@ class AudienceStore:
         con: duckdb.DuckDBPyConnection | None = None,
         progress: bool = False,
         threads: int | None = None,
+        clickhouse_url: str | None = None,
+        database: str | None = None,
     ) -> AudienceStore:
         """Build a store from a profile table and/or an event table.
 
@@ -145,8 +149,13 @@ class AudienceStore:
             Window-tag prefixes -> event (default ``active``->any, ``purchased``->order, ...).
         catalog : AudienceCatalog or path, optional
             Where saved audiences live; default ``settings().processed_dir/audiences.duckdb``.
-        engine : {"auto", "roaring", "dense"}
-            ``auto`` picks ``dense`` for universes of at least 2**20 mostly-used uids.
+        engine : {"auto", "local", "roaring", "dense", "chdb", "clickhouse"}
+            Local engines (in this process, pyroaring or bitsets): ``auto`` (= ``local``)
+            picks ``dense`` for universes of at least 2**20 mostly-used uids. ``chdb``
+            builds the bitmaps as ClickHouse ``groupBitmap`` states in process and
+            compiles every expression to ClickHouse SQL (:mod:`mktlab.audience.clickhouse`);
+            ``clickhouse`` does the same on a server (``clickhouse_url`` or
+            ``MKTLAB_CLICKHOUSE_URL``). All give identical sizes and members.
         con : duckdb connection, optional
             Used when ``profiles``/``events`` name DuckDB tables.
         progress : bool
@@ -154,9 +163,27 @@ class AudienceStore:
         threads : int, optional
             Threads one dense-engine query runs on (default: the CPUs this process may
             use); see :attr:`threads`. Ignored by the roaring engine.
+        clickhouse_url : str, optional
+            ``engine="clickhouse"``: the server (default ``MKTLAB_CLICKHOUSE_URL``).
+        database : str, optional
+            ClickHouse engines: the database to build in (default a temporary one,
+            dropped when the store is closed or collected).
         """
         if isinstance(catalog, str | Path):
             catalog = AudienceCatalog(catalog)
+        if engine == "local":
+            engine = "auto"
+        if engine in ("chdb", "clickhouse"):
+            from mktlab.audience.clickhouse_build import build_clickhouse_parts
+
+            check_threads(threads)
+            parts = build_clickhouse_parts(
+                profiles, events, engine=engine, uid=uid, as_of=as_of, data_range=data_range,
+                kinds=kinds, exclude=exclude, max_values=max_values,
+                event_aliases=event_aliases, con=con, progress=progress,
+                clickhouse_url=clickhouse_url, database=database,
+            )  # fmt: skip
+            return cls._from_parts(parts, catalog)
         parts = build_parts(
             profiles,
             events,
@@ -185,6 +212,7 @@ class AudienceStore:
             catalog=catalog,
             skipped=p.skipped,
             dense=p.dense,
+            backend=p.backend,
         )
 
     # ------------------------------------------------------------------ info
@@ -195,7 +223,29 @@ class AudienceStore:
 
     @property
     def engine(self) -> str:
+        if self._backend is not None:
+            return self._backend.name
         return "roaring" if self._dense is None else "dense"
+
+    @property
+    def clickhouse(self):
+        """The :class:`~mktlab.audience.clickhouse.ClickHouseBackend` (ClickHouse engines), else None."""
+        return self._backend
+
+    def sql(self, expr: str | Node) -> str:
+        """The ClickHouse SQL the ``chdb`` / ``clickhouse`` engine runs for ``size(expr)``."""
+        if self._backend is None:
+            raise ValidationError(
+                f"sql(): the {self.engine!r} engine does not run SQL; build with engine='chdb' "
+                "or 'clickhouse' (DuckDB SQL over the tables: mktlab.audience.to_sql)"
+            )
+        alg, result = self._backend.compile(self, expr)
+        return alg.query(result, "bitmapCardinality({})")
+
+    def close(self) -> None:
+        """Release the engine's resources (a ClickHouse engine's temporary database)."""
+        if self._backend is not None:
+            self._backend.close()
 
     @property
     def threads(self) -> int:
@@ -246,6 +296,8 @@ class AudienceStore:
 
     def nbytes(self) -> int:
         """Approximate memory held by the stored bitmaps (bitsets, or roaring serialized size)."""
+        if self._backend is not None:
+            return self._backend.nbytes()
         if self._dense is not None:
             return sum(r.nbytes for r in self._dense.rows)
         seen: dict[int, int] = {}
@@ -297,6 +349,9 @@ class AudienceStore:
     def _run(self, expr: str | Node, *, materialize: bool, stack: tuple[str, ...] = ()):
         text = expr if isinstance(expr, str) else ""
         node = parse(expr) if isinstance(expr, str) else expr
+        if self._backend is not None:
+            alg, result = self._backend.compile(self, expr, stack)
+            return self._backend.run(alg, result, materialize)
         if self._dense is None:
             alg = RoaringAlgebra(self._universe)
             result = Evaluator(self, text, alg, stack).eval(node)
