@@ -53,3 +53,23 @@ def small_world(workspace: Path):
     from mktlab.datasets import make_world
 
     return make_world(n_users=20_000, seed=7, out_dir=workspace / "data" / "raw" / "world")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One real SparkSession (local[2]) for the whole test session; ~10 s to start."""
+    pytest.importorskip("pyspark", reason="pyspark is in the 'scale' extra")
+    from mktlab.errors import ConfigError
+    from mktlab.spark_session import check_java, get_spark
+
+    try:
+        check_java()
+    except ConfigError as exc:  # a laptop without Java 17: `make install` installs it
+        pytest.skip(f"no JVM for Spark here: {exc}")
+    # small shuffles for small test data; get_spark also points the workers at this Python
+    os.environ.setdefault("MKTLAB_SPARK_SHUFFLE_PARTITIONS", "2")
+    os.environ.setdefault("MKTLAB_SPARK_DRIVER_MEMORY", "2g")
+    session = get_spark()
+    assert session.conf.get("spark.ui.enabled") == "false"
+    yield session
+    session.stop()

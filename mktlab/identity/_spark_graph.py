@@ -27,8 +27,9 @@ MAX_ROUNDS = 64  # log2 of any graph we will see, with room to spare
 
 
 def _checkpoint(df):
-    # truncate the lineage each round; local (executor) storage needs no checkpoint dir
-    return df.localCheckpoint(eager=True)
+    # truncate the lineage each round; local (executor) storage needs no checkpoint dir.
+    # Lazy: the next action (a count) materialises and counts in one job.
+    return df.localCheckpoint(eager=False)
 
 
 def connected_components(edges, stats: list[dict] | None = None):
@@ -99,6 +100,8 @@ def _replay_bucket(edges: pd.DataFrame, nodes: pd.DataFrame, limits, order: str)
     pos = np.searchsorted(keys, nodes["key"].to_numpy(dtype=np.int64))
     ntype = np.empty(len(keys), dtype=np.int64)
     ntype[pos] = nodes["t"].to_numpy(dtype=np.int64)
+    label = np.empty(len(keys), dtype=np.int64)
+    label[pos] = nodes["label"].to_numpy(dtype=np.int64)
     lo = np.searchsorted(keys, edges["lo"].to_numpy(dtype=np.int64))
     hi = np.searchsorted(keys, edges["hi"].to_numpy(dtype=np.int64))
     cnt, last = edges["cnt"].to_numpy(np.int64), edges["last"].to_numpy(np.int64)
@@ -115,7 +118,7 @@ def _replay_bucket(edges: pd.DataFrame, nodes: pd.DataFrame, limits, order: str)
         }
     )
     out_n = pd.DataFrame(
-        {"kind": np.ones(len(keys), dtype=np.int8), "a": keys, "b": keys[roots], "r": 0}
+        {"kind": np.ones(len(keys), dtype=np.int8), "a": keys, "b": keys[roots], "r": label}
     )
     return pd.concat([out_e, out_n], ignore_index=True)
 
@@ -139,7 +142,8 @@ def replay_conflicts(edges, nodes, limits, order: str, buckets: int) -> Any:
     -------
     DataFrame
         ``kind, a, b, r``: ``kind`` 0 is an edge ``(a, b)`` with refusal reason ``r``
-        (-1 applied), ``kind`` 1 a node ``a`` whose person root is node ``b``.
+        (-1 applied), ``kind`` 1 a node ``a`` of component ``r`` whose person root is
+        node ``b``.
     """
     from pyspark.sql import functions as F
 

@@ -421,41 +421,32 @@ def _run(spark, observations, rules, previous, errors, stats) -> IdentityMap:
                 "label", F.coalesce("label", "key")
             )
         )
-        if hub_set:
-            node_lab = node_lab.where(~F.col("key").isin(list(hub_set)))
+        usable = node_lab.where(~F.col("key").isin(list(hub_set))) if hub_set else node_lab
         lim = None
         for i, x in enumerate(limits.tolist()):
             lim = F.when(F.col("t") == i, x) if lim is None else lim.when(F.col("t") == i, x)
         bad_labels = (
-            node_lab.groupBy("label", "t").count().where(F.col("count") > lim)
+            usable.groupBy("label", "t").count().where(F.col("count") > lim)
             .select("label").distinct()
         )  # fmt: skip
-        bad_nodes = node_lab.join(bad_labels, "label").select("key", "t", "label")
+        bad_nodes = usable.join(bad_labels, "label").select("key", "t", "label")
         bad_edges = (
             links.join(node_lab.select(F.col("key").alias("lo"), "label"), "lo")
             .join(bad_labels, "label")
             .select("lo", "hi", "cnt", "last", "label")
         )
-        n_bad = int(bad_labels.count())
-        replayed = (
-            replay_conflicts(bad_edges, bad_nodes, limits, rules.order,
-                             max(1, spark.sparkContext.defaultParallelism * 2)).toPandas()
-            if n_bad else pd.DataFrame({"kind": [], "a": [], "b": [], "r": []})
-        )  # fmt: skip
+        replayed = replay_conflicts(
+            bad_edges, bad_nodes, limits, rules.order,
+            max(1, spark.sparkContext.defaultParallelism * 2),
+        ).toPandas()  # fmt: skip
+        n_bad = int(replayed.loc[replayed["kind"] == 1, "r"].nunique())
         node_pd = node_lab.select("key", "t", "val", "n_obs", "label").toPandas()
-        hub_pd = (
-            nodes.join(spark.createDataFrame(hub[["key"]], schema="key long"), "key")
-            .select("key", "t", "val", "n_obs")
-            .toPandas()
-            if hub_set
-            else None
-        )
         edge_pd = edges.select("lo", "hi", "first", "last", "cnt", "hub").toPandas()
         lap("components")
         if stats is not None:
             stats.update(cc_rounds=rounds, conflict_components=n_bad, stage_seconds=dict(secs))
         return _to_map(
-            rules, previous, prev, node_pd, hub_pd, hub, edge_pd, replayed, ts_max,
+            rules, previous, prev, node_pd, hub, edge_pd, replayed, ts_max,
             n_observations, quarantine, blocked, excluded_blocked, n_records, limits, lap, secs,
         )  # fmt: skip
     finally:
@@ -502,18 +493,15 @@ def _previous_nodes(previous: IdentityMap | None, rules: IdentityRules) -> dict 
 
 
 def _to_map(
-    rules, previous, prev, node_pd, hub_pd, hub, edge_pd, replayed, ts_max, n_observations,
+    rules, previous, prev, node_pd, hub, edge_pd, replayed, ts_max, n_observations,
     quarantine, blocked, excluded_blocked, n_records, limits, lap, secs,
 ) -> IdentityMap:  # fmt: skip
     """Dense node codes in key order, then the local engine's stage 6 and map assembly."""
-    frames = [node_pd.assign(hub=False)]
-    if hub_pd is not None and len(hub_pd):
-        frames.append(hub_pd.assign(label=-1, hub=True))
-    allnodes = pd.concat(frames, ignore_index=True).sort_values("key", kind="stable")
+    allnodes = node_pd.sort_values("key", kind="stable")
     keys = allnodes["key"].to_numpy(dtype=np.int64)
     n = len(keys)
     node_type = allnodes["t"].to_numpy(dtype=np.int64)
-    is_hub = allnodes["hub"].to_numpy(dtype=bool)
+    is_hub = np.isin(keys, hub["key"].to_numpy(dtype=np.int64))
     label_key = allnodes["label"].to_numpy(dtype=np.int64, copy=True)
     if len(replayed):
         nd = replayed[replayed["kind"] == 1]
