@@ -15,7 +15,8 @@ distinct journeys and about 20% of events leading to a coupon or a message:
 It also checks the run: coupons in the ledger == coupon decisions "ok" in the decision
 log, deliveries == message decisions "ok", no duplicate coupon, delivery or decision.
 All in a temporary workspace: a private ``redis-server`` (``MKTLAB_REDIS_URL`` when set),
-SQLite ledger and delivery log. ``--profile`` profiles one in-process worker instead.
+SQLite ledger and delivery log. ``--profile [cpu|phases|cprofile]`` measures one
+in-process worker instead, in CPU time per event (``benchmarks/_live_profile.py``).
 
     .venv/bin/python benchmarks/live.py            # 200k events
     .venv/bin/python benchmarks/live.py --quick    # 30k events, 1,000 anchor requests
@@ -373,27 +374,6 @@ def action_share(decision_dir: str, n_events: int) -> dict:
     }  # fmt: skip
 
 
-def profile_worker(spec: dict, df, top: int = 40) -> None:
-    """One worker in this process, under cProfile, draining ``df`` pre-published (hot spots)."""
-    import cProfile
-    import pstats
-
-    from mktlab.live.producer import publish_frame
-    from mktlab.live.runner import build_engine, open_consumer
-    from mktlab.live.worker import run_worker
-
-    publish_frame(_bus(spec), df, tick=True)
-    engine, bus2 = build_engine(spec)
-    consumer = open_consumer(bus2, spec, name="profile")
-    prof, t = cProfile.Profile(), time.perf_counter()
-    stats = prof.runcall(run_worker, engine, consumer, idle_exit=spec["idle_exit"],
-                         max_events=spec["batch"])  # fmt: skip
-    el = time.perf_counter() - t - spec["idle_exit"]
-    print(f"one worker under cProfile: {stats.events} events in {el:.1f} s "
-          f"({stats.events / el:,.0f} events/s with the profiler's overhead), effects {stats.effects}")  # fmt: skip
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
-
-
 # ---------------------------------------------------------------------------- anchor
 def anchor_bodies(sample, coupon_events: set[str]) -> list[bytes]:
     """One ``/issue`` body per event: a coupon request where the rules issued one, else a
@@ -462,7 +442,8 @@ def main() -> None:
     ap.add_argument("--journeys", type=int, default=N_JOURNEYS, help="journeys (a sensitivity run)")
     ap.add_argument("--batch", type=int, default=1000, help="events per worker poll")
     ap.add_argument("--quick", action="store_true", help="30k events, 5 s latency, 1,000 anchor")
-    ap.add_argument("--profile", action="store_true", help="profile one in-process worker instead")
+    ap.add_argument("--profile", nargs="?", const="phases", choices=("cpu", "phases", "cprofile"),
+                    help="one in-process worker instead: CPU per event (phases: split by phase)")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         args.events, args.latency_seconds = min(args.events, 30_000), min(args.latency_seconds, 5.0)
@@ -511,7 +492,10 @@ def run(args, root: Path, n_users: int) -> None:
     # 1. throughput: pre-published, drained by the workers
     df = synthetic_events(n_users, args.events, seed=1, n_categories=N_CATEGORIES)
     if args.profile:
-        return profile_worker(spec, df)
+        from _live_profile import profile_worker  # benchmarks/_live_profile.py
+
+        profile_worker(spec, df, _bus(spec), redis, args.profile)
+        return None
     say(f"throughput: publishing {len(df)} events, then {args.workers} workers drain them ...")
     thr = throughput_run(spec, df, redis, args.workers)
     share = action_share(spec["decisions_dir"], len(df))
