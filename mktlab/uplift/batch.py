@@ -20,6 +20,7 @@ import pandas as pd
 
 from mktlab import tracking
 from mktlab.errors import SchemaError, ValidationError
+from mktlab.uplift.model import OUTPUT_COLUMNS
 from mktlab.uplift.train import MODEL_NAME
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -151,12 +152,13 @@ def score_duckdb(
             w.execute(f"INSERT INTO {table} SELECT * FROM __mktlab_batch")
         w.unregister("__mktlab_batch")
         n += len(out)
-    if not created:  # no rows: an empty table with the right columns
-        frame = con.sql(f"SELECT * FROM ({query}) LIMIT 0").df()
-        empty = pd.concat([frame[list(keep)], pf.predict(frame[feats])], axis=1)
-        w.register("__mktlab_batch", pa.Table.from_pandas(empty, preserve_index=False))
-        w.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __mktlab_batch")
-        w.unregister("__mktlab_batch")
+    if not created:  # no rows (the learners cannot predict zero rows): the declared columns
+        meta = (pf.metadata.metadata or {}) if pf.metadata is not None else {}
+        outs = list(meta.get("output_columns") or OUTPUT_COLUMNS)
+        types = rel.types
+        cols = [f'"{c}" {types[list(rel.columns).index(c)]}' for c in keep]
+        cols += [f'"{c}" {"VARCHAR" if c == "quadrant" else "DOUBLE"}' for c in outs]
+        w.execute(f"CREATE OR REPLACE TABLE {table} ({', '.join(cols)})")
     return int(n)
 
 
