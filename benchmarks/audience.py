@@ -1,16 +1,21 @@
-"""Benchmark: bitmap audiences (mktlab) vs DuckDB SQL over the columnar tag table.
+"""Benchmark: bitmap audiences (mktlab local and chdb engines) vs DuckDB SQL over the tag table.
 
 Builds a synthetic profile table (default 100M uids, 20 tags: 9 categorical, 9 numeric,
 2 boolean), builds the AudienceStore, then runs five-predicate expressions through
 mktlab (bitmap algebra) and through DuckDB (``SELECT count(*) ... WHERE`` generated from
 the same AST over a native DuckDB table) in the same run, checks the sizes agree and
-prints the per-query ratio.
+prints the per-query ratio. With ``--chdb`` it also builds the store on the chdb engine
+(ClickHouse ``groupBitmap`` states in process, expressions compiled to ClickHouse SQL),
+reports its build time and bitmap memory, and prints chdb's time per expression with its
+ratio to the local engine and DuckDB's ratio to chdb (figures in ``results/audience_chdb.json``
+under the size run, e.g. ``20M``).
 
 Targets (issue 4): build < 120 s and < 8 GB; five-predicate expression median < 50 ms;
 mktlab >= 20x faster than DuckDB per query.
 
     .venv/bin/python benchmarks/audience.py            # 100M users
     .venv/bin/python benchmarks/audience.py --quick    # 5M users
+    .venv/bin/python benchmarks/audience.py --users 20000000 --chdb   # + the chdb engine
 """
 
 from __future__ import annotations
@@ -111,6 +116,54 @@ def median_ms(fn, repeats: int) -> tuple[float, object, float]:
     return statistics.median(times), out, min(times)
 
 
+def rss_now_gb() -> float:
+    """Resident memory now (not the peak): chdb runs in this process."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**3
+
+
+def build_chdb(tags: pa.Table, args) -> tuple[AudienceStore, dict]:
+    """The store on the chdb engine, with its build time and memory."""
+    gc.collect()
+    before = rss_now_gb()
+    t0 = time.perf_counter()
+    store = AudienceStore.build(tags, engine="chdb", catalog=AudienceCatalog(":memory-unused:"))
+    build_s = time.perf_counter() - t0
+    gc.collect()
+    held = rss_now_gb() - before
+    states_mb = store.nbytes() / 1024**2
+    print(
+        f"  chdb store built in {build_s:.1f} s: {states_mb:,.0f} MB of groupBitmap states "
+        f"(serialized), process RSS +{held:.2f} GB after the build"
+    )
+    store.size(EXPRESSIONS[0])  # the first query of a session pays for parsing caches
+    return store, {"chdb_build_s": build_s, "chdb_states_mb": states_mb, "chdb_rss_gb": held}
+
+
+def report_chdb(table: pd.DataFrame, figures: dict, n: int, build_s: float, store_mb: float):
+    """Print and store the chdb engine's figures beside the local engine's and DuckDB's."""
+    print(
+        f"\nchdb engine: build {figures['chdb_build_s']:.1f} s (local {build_s:.1f} s), "
+        f"bitmaps {figures['chdb_states_mb']:,.0f} MB (local {store_mb:,.0f} MB), RSS "
+        f"+{figures['chdb_rss_gb']:.2f} GB; per query chdb/local "
+        f"{table['chdb_vs_local'].min():.1f}-{table['chdb_vs_local'].max():.1f}x slower, DuckDB/chdb "
+        f"{table['duckdb_vs_chdb'].min():.1f}-{table['duckdb_vs_chdb'].max():.1f}x; "
+        f"sizes agree with local: {bool(table['chdb_agree'].all())}"
+    )
+    write_results(
+        "audience_chdb",
+        {"users": n, "tags": 20, **figures, "local_build_s": build_s, "local_store_mb": store_mb,
+         "all_agree": bool(table["chdb_agree"].all()),
+         "expressions": [
+             {"expr": e, "local_ms": r["mktlab_ms"], "chdb_ms": r["chdb_ms"],
+              "duckdb_ms": r["duckdb_ms"], "chdb_vs_local": r["chdb_vs_local"],
+              "duckdb_vs_chdb": r["duckdb_vs_chdb"], "size": r["size"]}
+             for e, r in zip(EXPRESSIONS, table.to_dict("records"))
+         ]},
+        variant=f"{n / 1e6:g}M",
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "--store-threads", type=int, default=None, help="mktlab query threads (default: all cores)"
     )
     ap.add_argument("--duckdb-memory", default="3GB", help="DuckDB memory_limit (default 3GB)")
+    ap.add_argument("--chdb", action="store_true", help="also run the chdb engine")
+    ap.add_argument("--chdb-repeats", type=int, default=5, help="chdb runs per expression")
     args = ap.parse_args(argv)
     n = 5_000_000 if args.quick else args.users
     repeats = 5 if args.quick else args.repeats
@@ -147,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Compile the kernels outside the timed loop (numba caches them on disk afterwards).
     store.size(EXPRESSIONS[0])
+
+    chdb_store, chdb_figures = None, {}
+    if args.chdb:
+        chdb_store, chdb_figures = build_chdb(tags, args)
 
     # The anchor: the same table in DuckDB (categoricals arrive as ENUMs from Arrow
     # dictionaries, DuckDB's compact form). A file-backed database with a memory limit
@@ -177,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         sql_ms, sql_size, sql_best = median_ms(
             lambda s=sql: con.execute(s).fetchone()[0], args.sql_repeats
         )
+        extra = {}
+        if chdb_store is not None:
+            ch_ms, ch_size, ch_best = median_ms(
+                lambda e=expr: chdb_store.size(e), args.chdb_repeats
+            )
+            extra = {"chdb_ms": ch_ms, "chdb_best_ms": ch_best, "chdb_agree": ch_size == size,
+                     "chdb_vs_local": ch_ms / ms, "duckdb_vs_chdb": sql_ms / ch_ms}  # fmt: skip
         rows.append(
             {
                 "expr": expr[:60],
@@ -188,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 "duckdb_ms": sql_ms,
                 "duckdb_best_ms": sql_best,
                 "ratio": sql_ms / ms,
+                **extra,
             }
         )
     table = pd.DataFrame(rows)
@@ -231,12 +298,18 @@ def main(argv: list[str] | None = None) -> int:
               "ratio": r["ratio"], "size": r["size"]}
              for e, r in zip(EXPRESSIONS, table.to_dict("records"))
          ]},
+        # only the default size is "full" (the README's figures); other sizes say their size
+        variant=None if args.quick or n == 100_000_000 else f"{n / 1e6:g}M",
     )  # fmt: skip
+    if chdb_store is not None:
+        report_chdb(table, chdb_figures, n, build_s, store_mb)
+        chdb_store.close()
     con.close()
     shutil.rmtree(tmpdir, ignore_errors=True)
     if args.quick:
         print("(--quick: 5M users; targets are stated for 100M)")
-    return 0 if bool(table["agree"].all()) else 1
+    ok = bool(table["agree"].all()) and bool(table.get("chdb_agree", table["agree"]).all())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 SMALL = True  # the test runs small; `make demo` / humans use the full size
 N_USERS = 20_000 if SMALL else 200_000
 SEED = 7
+ENGINE = "local"  # "chdb": ClickHouse in process; "clickhouse": the server at MKTLAB_CLICKHOUSE_URL
 
 # %%
 import time
@@ -50,7 +51,7 @@ world.meta
 # %%
 t0 = time.perf_counter()
 catalog = AudienceCatalog(settings().processed_dir / "audiences-02.duckdb")
-store, imap = store_from_world(world, catalog=catalog)
+store, imap = store_from_world(world, catalog=catalog, engine=ENGINE)
 build_seconds = time.perf_counter() - t0
 print(store, f"built in {build_seconds:.1f} s")
 print("dropped rows:", store.dropped_rows)
@@ -138,6 +139,22 @@ print(
     f"bitmap {len(bitmap_uids):,} users in {bitmap_ms:.1f} ms; SQL {len(sql_uids):,} in {sql_ms:.1f} ms; agree: {sql_agrees}"
 )
 
+# %% [markdown]
+# ## The same audiences on ClickHouse
+# `ENGINE` (the parameters cell) decides where the bitmaps live: `"local"` in this process
+# (pyroaring or bitsets), `"chdb"` as ClickHouse `groupBitmap` states in process, or
+# `"clickhouse"` on the server at `MKTLAB_CLICKHOUSE_URL`; every cell above runs unchanged.
+# Here the other side of that switch is built and must give identical members.
+
+# %%
+other = "chdb" if ENGINE in ("local", "auto", "roaring", "dense") else "local"
+twin, _ = store_from_world(world, imap, catalog=catalog, engine=other)
+exprs = [*definitions.values(), check_expr]
+engines_agree = all(sorted(twin.evaluate(e)) == sorted(store.evaluate(e)) for e in exprs)
+print(f"{store.engine} vs {twin.engine}: identical members for {len(exprs)} audiences: {engines_agree}")
+ch = twin if twin.clickhouse is not None else store
+print(ch.sql(definitions["young_big_city"])[:400], "...")
+
 # %%
 results = {
     "n_users": len(store),
@@ -146,5 +163,6 @@ results = {
     **{f"size_{k}": len(v) for k, v in sets.items()},
     "check_size": len(bitmap_uids),
     "sql_agrees": bool(sql_agrees),
+    "engines_agree": bool(engines_agree),
 }
 results

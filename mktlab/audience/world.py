@@ -85,12 +85,14 @@ def store_from_world(
     *,
     catalog: AudienceCatalog | None = None,
     progress: bool = False,
+    engine: str = "auto",
 ) -> tuple[AudienceStore, Any]:
     """Build the audience store of the world; returns ``(store, identity_map)``.
 
     Tags: age, age_band, gender, city, tier (ordered bronze < ... < diamond), tier_level,
     signup_date, recency_days, frequency_90d, monetary_90d; events view, cart, order,
     coupon_redeem over the world's observed period (``as_of`` = its last day).
+    ``engine`` as in :meth:`AudienceStore.build` (``"local"``, ``"chdb"``, ``"clickhouse"``, ...).
     """
     inputs, imap = world_inputs(world, identity_map)
     store = AudienceStore.build(
@@ -100,6 +102,7 @@ def store_from_world(
         data_range=inputs.data_range,
         catalog=catalog,
         progress=progress,
+        engine=engine,
     )
     store.dropped_rows.update(inputs.dropped)
     return store, imap

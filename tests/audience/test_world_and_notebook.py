@@ -32,6 +32,7 @@ def test_notebook_02_audiences(small_world):
 
     results = run_notebook("02-audiences", {"SMALL": True, "N_USERS": 20_000, "SEED": 7})
     assert results["sql_agrees"] is True
+    assert results["engines_agree"] is True  # local and chdb engines, same members
     assert results["n_tags"] == 10
     assert results["n_users"] > 15_000
     assert 0 < results["size_repeat_buyers"] < results["n_users"]
