@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
 from mktlab.config import settings
@@ -281,17 +281,30 @@ CLUSTER_SLOTS = 16384
 
 
 def _cluster(url: str, decode_responses: bool) -> RedisCluster:
-    """A ``RedisCluster`` for ``redis+cluster://host:port``, checked before use.
+    """A ``RedisCluster`` for ``redis+cluster://host:port[,host:port...]``, checked before use.
 
-    The node must answer, run in cluster mode, and the cluster must serve all 16384
-    slots (``cluster_state:ok``): a campaign's shards hash to slots all over the key
-    space, so a cluster with a hole would fail part of a sale after it started.
+    Several comma-separated nodes are all tried at start (one that died in a failover
+    does not stop a new process from connecting). A node must answer, run in cluster
+    mode, and the cluster must serve all 16384 slots (``cluster_state:ok``): a
+    campaign's shards hash to slots all over the key space, so a cluster with a hole
+    would fail part of a sale after it started.
     """
+    rest = url[len("redis+cluster://") :]
+    auth, _, hosts = rest.rpartition("@")
+    hosts, sep, tail = hosts.partition("/")
+    first, *others = hosts.split(",")
+    try:
+        startup = [ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in others]
+    except (IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"redis url {url!r}: expected redis+cluster://host:port[,host:port]"
+        ) from exc
     try:
         client = RedisCluster.from_url(
-            "redis://" + url[len("redis+cluster://") :],
+            "redis://" + (f"{auth}@" if auth else "") + first + sep + tail,
             decode_responses=decode_responses,
             require_full_coverage=True,
+            **({"startup_nodes": startup} if startup else {}),
         )
     except RedisClusterException as exc:
         text = str(exc)
@@ -329,8 +342,9 @@ def _cluster(url: str, decode_responses: bool) -> RedisCluster:
 def connection_url(client) -> str:
     """Return a URL another process can pass to :func:`get_redis` to reach ``client``'s server."""
     if isinstance(client, RedisCluster):
-        node = client.get_default_node()
-        return f"redis+cluster://{node.host}:{node.port}"
+        # every known node, so that a process started after a failover still gets in
+        nodes = sorted({f"{n.host}:{n.port}" for n in client.get_nodes()})
+        return "redis+cluster://" + ",".join(nodes)
     kw = client.connection_pool.connection_kwargs
     if kw.get("path"):
         return f"unix://{kw['path']}?db={kw.get('db', 0)}"

@@ -161,8 +161,8 @@ class LocalCluster:
     # ------------------------------------------------------------------ views
     @property
     def url(self) -> str:
-        """``redis+cluster://`` URL of a live node, for ``MKTLAB_REDIS_URL`` / ``get_redis``."""
-        return f"redis+cluster://127.0.0.1:{self.alive()[0]}"
+        """``redis+cluster://`` URL of the live nodes, for ``MKTLAB_REDIS_URL`` / ``get_redis``."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.alive())
 
     def alive(self) -> list[int]:
         """Ports of the node processes still running."""

@@ -15,6 +15,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from mktlab.coupons import Campaign, CouponIssuer, Ledger, get_redis, home_shard
+from mktlab.coupons.connection import connection_url
 from mktlab.coupons.simulate import SimulationConfig, simulate
 from mktlab.errors import ConfigError, ServiceUnavailableError
 
@@ -198,6 +199,16 @@ def test_a_cluster_url_that_does_not_answer_is_refused_before_issuing(ledger):
     with pytest.raises(ServiceUnavailableError, match="does not answer"):
         CouponIssuer(redis=url, ledger=ledger, namespace="nobody")
     assert ledger.campaign_ids() == []
+
+
+def test_a_cluster_url_may_list_several_nodes_and_a_dead_one_is_skipped(cluster):
+    dead = f"127.0.0.1:{free_port()}"
+    rc = get_redis(f"redis+cluster://{dead},127.0.0.1:{cluster.alive()[-1]}")
+    assert len(rc.get_primaries()) == 3
+    again = get_redis(connection_url(rc))  # what worker processes are handed: every node
+    assert {n.port for n in again.get_nodes()} == set(cluster.alive())
+    rc.close()
+    again.close()
 
 
 def test_a_cluster_without_full_slot_coverage_is_refused_before_issuing(tmp_path, ledger):
