@@ -9,6 +9,10 @@ Same run, same server:
 3. mktlab: the flash-sale simulator (batched EVALSHA, fallback sharding, ledger
    write-through) from several processes.
 
+4. the same mktlab workload on a local Redis Cluster of 3 masters with 1 replica each
+   (``tests/coupons/cluster.py`` starts it from ``redis-server``; issue 17), against step 3
+   as its anchor: the ratio cluster / single Redis per durability mode.
+
 Target (issue 6): >= 50k issuance decisions/s with pipelining/batching and p99 per
 decision < 5 ms. Run: ``.venv/bin/python benchmarks/coupons.py`` (``--quick`` for a smoke run).
 """
@@ -21,6 +25,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -178,6 +183,48 @@ def naive(url: str, stock: int, requests: int, workers: int) -> dict[str, float]
     return out
 
 
+def sale(a, url: str, tmp: Path, durability: str, label: str) -> dict:
+    """The mktlab workload once against ``url``; print and return its summary."""
+    rep = simulate(
+        SimulationConfig(
+            stock=a.stock,
+            n_requests=a.requests,
+            duplicate_rate=0.1,
+            retry_rate=0.02,
+            workers=a.workers,
+            shards=a.shards,
+            batch_size=a.batch_size,
+            durability=durability,
+            namespace="bench",
+        ),
+        redis=url,
+        ledger=f"sqlite:///{tmp / f'ledger-{label}{durability}.db'}",
+    )
+    s = rep.summary()
+    s.pop("config")
+    print(
+        f"[mktlab {label}durability={durability}, {a.workers} procs, batch {a.batch_size}] "
+        f"decisions/s={s['throughput']:.0f} p50={s['p50_ms']:.2f}ms p99={s['p99_ms']:.2f}ms "
+        f"issued={s['issued']}/{s['stock']} expected={s['expected_issued']} "
+        f"ledger={s['ledger_issued']} redis={s['redis_issued']} duplicates={s['duplicates']} "
+        f"over_issued={s['over_issued']} rejects={s['rejects']}"
+    )
+    return s
+
+
+def on_cluster(a, tmp: Path) -> dict[str, dict]:
+    """Step 4: the same workload on a 3-master x 1-replica cluster started here."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tests/
+    from tests.coupons.cluster import MISSING, LocalCluster, cluster_binaries
+
+    if cluster_binaries() is None:
+        print(f"[cluster] skipped: {MISSING}")
+        return {}
+    with LocalCluster(tmp / "cluster", masters=3, replicas=1) as lc:
+        print(f"Redis Cluster: {lc.url}, masters {lc.master_ports()}, 1 replica each")
+        return {d: sale(a, lc.url, tmp, d, "cluster ") for d in ("ledger", "outbox")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stock", type=int, default=100_000)
@@ -195,6 +242,10 @@ def main() -> None:
     ap.add_argument("--naive-requests", type=int, default=10_000)
     ap.add_argument("--naive-workers", type=int, default=8)
     ap.add_argument("--ceiling-n", type=int, default=500_000)
+    ap.add_argument(
+        "--no-cluster", action="store_true",
+        help="skip step 4 (the 3-master x 1-replica Redis Cluster on loopback)",
+    )  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     a = ap.parse_args()
     if a.quick:
@@ -213,37 +264,12 @@ def main() -> None:
             print(f"[ceiling] {ceil}")
             nv = naive(url, a.naive_stock, a.naive_requests, a.naive_workers)
             print(f"[naive GET+check+DECR, {a.naive_workers} procs] {nv}")
-            results = {}
-            for durability in ("ledger", "outbox"):
-                rep = simulate(
-                    SimulationConfig(
-                        stock=a.stock,
-                        n_requests=a.requests,
-                        duplicate_rate=0.1,
-                        retry_rate=0.02,
-                        workers=a.workers,
-                        shards=a.shards,
-                        batch_size=a.batch_size,
-                        durability=durability,
-                        namespace="bench",
-                    ),
-                    redis=url,
-                    ledger=f"sqlite:///{Path(tmp) / f'ledger-{durability}.db'}",
-                )
-                s = rep.summary()
-                s.pop("config")
-                results[durability] = s
-                print(
-                    f"[mktlab durability={durability}, {a.workers} procs, batch {a.batch_size}] "
-                    f"decisions/s={s['throughput']:.0f} p50={s['p50_ms']:.2f}ms p99={s['p99_ms']:.2f}ms "
-                    f"issued={s['issued']}/{s['stock']} expected={s['expected_issued']} "
-                    f"ledger={s['ledger_issued']} redis={s['redis_issued']} duplicates={s['duplicates']} "
-                    f"over_issued={s['over_issued']} rejects={s['rejects']}"
-                )
+            results = {d: sale(a, url, Path(tmp), d, "") for d in ("ledger", "outbox")}
         finally:
             if proc is not None:
                 proc.kill()
                 proc.wait()
+        clustered = {} if a.no_cluster else on_cluster(a, Path(tmp))
     ceil_rps = ceil.get("evalsha_P16_rps") or ceil.get("evalsha_P1000_rps")
     print("\n== summary ==")
     print(
@@ -258,9 +284,15 @@ def main() -> None:
         f"naive over-issued {nv['over_issued']} coupons ({nv['issued']} for stock {nv['stock']}), "
         f"{nv['users_twice']} users twice -> {'SHOWN' if nv['over_issued'] or nv['users_twice'] else 'not shown this run'}"
     )
+    for d, s in clustered.items():
+        print(
+            f"Redis Cluster 3 masters x 1 replica ({d}): {s['throughput']:,.0f} decisions/s = "
+            f"{s['throughput'] / results[d]['throughput']:.2f}x single Redis "
+            f"({results[d]['throughput']:,.0f}/s); p99 {s['p99_ms']:.2f} ms vs {results[d]['p99_ms']:.2f} ms"
+        )
     correct = all(
         s["duplicates"] == 0 and s["over_issued"] == 0 and s["issued"] == s["expected_issued"]
-        for s in results.values()
+        for s in [*results.values(), *clustered.values()]
     )
     print(
         f"mktlab correctness (exact issue count, no duplicates, no over-issue): {'MET' if correct else 'NOT MET'}"
@@ -281,9 +313,23 @@ def main() -> None:
          "naive_issued": nv["issued"], "naive_stock": nv["stock"],
          "naive_over_issued": nv["over_issued"], "correct": bool(correct),
          **{f"{d}_{k}": s[k] for d, s in results.items()
-            for k in ("throughput", "p50_ms", "p99_ms", "issued", "duplicates", "over_issued")}},
+            for k in ("throughput", "p50_ms", "p99_ms", "issued", "duplicates", "over_issued")},
+         },
         variant="quick" if a.quick else ("full" if default else f"batch-{a.batch_size}"),
     )  # fmt: skip
+    if clustered:  # its own variant: the single-Redis anchor of this run beside it
+        write_results(
+            "coupons",
+            {"stock": a.stock, "requests": a.requests, "workers": a.workers, "shards": a.shards,
+             "batch_size": a.batch_size, "masters": 3, "replicas": 1,
+             **{f"{where}_{d}_{k}": s[k] for where, runs in (("single", results),
+                                                               ("cluster", clustered))
+                for d, s in runs.items()
+                for k in ("throughput", "p50_ms", "p99_ms", "issued", "duplicates", "over_issued")},
+             **{f"cluster_{d}_ratio": s["throughput"] / results[d]["throughput"]
+                for d, s in clustered.items()}},
+            variant="cluster-3x1" + ("-quick" if a.quick else ""),
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

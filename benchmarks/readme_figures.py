@@ -151,7 +151,7 @@ def coupons(doc: dict) -> str:
     f = _need(doc)
     rows = []
     for variant in sorted(doc, key=lambda v: doc[v].get("batch_size", 0)):
-        if variant == "quick":
+        if variant == "quick" or variant.startswith("cluster"):
             continue
         r = doc[variant]
         label = f"{r['batch_size']}" + (" (default)" if variant == "full" else "")
@@ -171,7 +171,28 @@ the decision.
 
 | `--batch-size` | `durability="ledger"` decisions/s (p99) | `durability="outbox"` decisions/s (p99) |
 | --- | --- | --- |
-{table}"""
+{table}{_coupons_cluster(doc.get("cluster-3x1"))}"""
+
+
+def _coupons_cluster(f: dict | None) -> str:
+    if f is None:
+        return ""
+    dup = f["cluster_ledger_duplicates"] + f["cluster_outbox_duplicates"]
+    over = f["cluster_ledger_over_issued"] + f["cluster_outbox_over_issued"]
+    return f"""
+
+The same workload on a local Redis Cluster of {f["masters"]} masters with {f["replicas"]} replica each (six
+`redis-server` processes sharing the cores with the clients; every write confirmed by the
+master's replica with `WAIT` before it is answered), against one Redis in the same run
+({f["machine"]}):
+
+| `durability` | single Redis decisions/s (p99) | Redis Cluster decisions/s (p99) | cluster / single |
+| --- | --- | --- | --- |
+| `"ledger"` | {f["single_ledger_throughput"]:,.0f} ({f["single_ledger_p99_ms"]:.1f} ms) | {f["cluster_ledger_throughput"]:,.0f} ({f["cluster_ledger_p99_ms"]:.1f} ms) | {f["cluster_ledger_ratio"]:.2f}× |
+| `"outbox"` | {f["single_outbox_throughput"]:,.0f} ({f["single_outbox_p99_ms"]:.1f} ms) | {f["cluster_outbox_throughput"]:,.0f} ({f["cluster_outbox_p99_ms"]:.1f} ms) | {f["cluster_outbox_ratio"]:.2f}× |
+
+On the cluster it issued exactly {f["cluster_ledger_issued"]:,} and {f["cluster_outbox_issued"]:,} coupons for a stock of {f["stock"]:,}: {dup} duplicates,
+{over} over-issued."""
 
 
 def service(doc: dict) -> str:
