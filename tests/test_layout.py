@@ -48,7 +48,7 @@ def test_environment_yml_agrees_with_pyproject():
     extras = py["project"]["optional-dependencies"]
     assert "all" in extras
     named = {x for e in extras["all"] for x in e.split("[")[1].split("]")[0].split(",")}
-    assert named == {"uplift", "rl", "serve", "notebooks", "dev"}
+    assert named == {"uplift", "rl", "serve", "notebooks", "dev", "scale"}
 
 
 def test_pins_that_matter():
