@@ -216,18 +216,39 @@ class ClickHouseEvaluator(Evaluator):
 
 
 class ClickHouseEvents(EventIndex):
-    """The event table's names and days; the rows live in ClickHouse, not here."""
+    """The event table's names and days; the rows live in ClickHouse.
 
-    def __init__(self, names: list[str], first_day: int, last_day: int):
-        import numpy as np
+    ``uids`` / ``keys`` (the local index's arrays, e.g. for :meth:`AudienceStore.write`)
+    are read back from ``<db>.events`` on first use, in the local index's order.
+    """
 
-        empty = np.empty(0, dtype=np.uint32)
-        super().__init__(names, empty, empty.astype(np.int64), first_day, last_day)
+    def __init__(self, names: list[str], first_day: int, last_day: int, backend=None):
+        self.names, self.first_day, self.last_day = names, first_day, last_day
+        self.backend = backend
+        self._cache: dict[tuple, object] = {}
+        self._arrays = None
 
-    def did(self, event, start, end):  # pragma: no cover - the evaluator never asks
-        raise NotImplementedError("events of a ClickHouse store are queried in ClickHouse")
+    def _local(self):
+        if self._arrays is None:
+            import numpy as np
 
-    counts = did
+            t = self.backend.runner.arrow(
+                f"SELECT uid, code * {self.n_days} + (day - {self.first_day}) AS key "
+                f"FROM {self.backend.db}.events ORDER BY key, uid"
+            )
+            self._arrays = (
+                t.column("uid").to_numpy().astype(np.uint32),
+                t.column("key").to_numpy().astype(np.int64),
+            )
+        return self._arrays
+
+    @property
+    def uids(self):
+        return self._local()[0]
+
+    @property
+    def keys(self):
+        return self._local()[1]
 
 
 # --------------------------------------------------------------------------- counts

@@ -186,7 +186,7 @@ def _build(backend, runner, db, ptable, uids, euids, ev, planned, skipped, max_v
         _raise_duplicates(uids)
     backend.universe = backend.ref(_UNIVERSE)
     tags = {plan[0]: plan[1](backend) for plan in plans}
-    index = ClickHouseEvents(ev[0], ev[3], ev[4]) if ev is not None else None
+    index = ClickHouseEvents(ev[0], ev[3], ev[4], backend) if ev is not None else None
     backend.build_seconds = time.perf_counter() - t_start
     return StoreParts(
         backend.universe, tags, index, None, skipped, as_of, event_aliases, backend=backend

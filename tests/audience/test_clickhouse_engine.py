@@ -184,3 +184,11 @@ def test_server_engine_equals_local(tmp_path):
         assert again.get("buyers").bitmap == catalog.get("buyers").bitmap
     finally:
         server.close()
+
+
+def test_a_chdb_store_writes_a_local_file_that_reads_back_equal(stores, tmp_path):
+    local, ch = stores
+    path = ch.write(tmp_path / "store.duckdb")
+    back = AudienceStore.read(path, catalog=local.catalog)
+    for expr in ['tier >= "silver" & active_7d', "count(order, 30d) >= 2 | ~vip", "spend > 50"]:
+        assert sorted(back.evaluate(expr)) == sorted(local.evaluate(expr)), expr
