@@ -300,7 +300,7 @@ def _cluster(url: str, decode_responses: bool) -> RedisCluster:
             f"redis url {url!r}: expected redis+cluster://host:port[,host:port]"
         ) from exc
     try:
-        client = RedisCluster.from_url(
+        client: RedisCluster = RedisCluster.from_url(
             "redis://" + (f"{auth}@" if auth else "") + first + sep + tail,
             decode_responses=decode_responses,
             require_full_coverage=True,
