@@ -33,6 +33,12 @@ from mktlab.errors import ValidationError
 
 _WINDOW_TAG = re.compile(r"^(?P<prefix>[A-Za-z_][A-Za-z0-9_]*?)_(?P<days>\d+)d$")
 _SQL_OPS = {"==": "=", "!=": "<>", ">=": ">=", ">": ">", "<=": "<=", "<": "<"}
+_RANK_OPS = {
+    ">=": lambda i, c: i >= c,
+    ">": lambda i, c: i > c,
+    "<=": lambda i, c: i <= c,
+    "<": lambda i, c: i < c,
+}
 
 
 def _ident(name: str) -> str:
@@ -60,6 +66,7 @@ def to_sql(
     event_aliases: dict[str, str] | None = None,
     definitions: Callable[[str], str] | dict[str, str] | None = None,
     count_only: bool = False,
+    orders: dict[str, tuple[str, ...]] | None = None,
 ) -> str:
     """Return a DuckDB ``SELECT`` of the uids matching ``expr``.
 
@@ -81,11 +88,16 @@ def to_sql(
         Saved audience name -> definition, for ``@name``.
     count_only : bool
         Return ``SELECT count(*)`` instead of the uids.
+    orders : dict, optional
+        Ordered categorical tag -> its values in order (``store.tags[t].order``). DuckDB
+        compares an ENUM with a string literal as text (``'low' > 'high'``), so ``<``,
+        ``>=``, ``between`` on these tags are written as ``IN`` the values the order admits.
     """
     node = parse(expr) if isinstance(expr, str) else expr
     aliases = DEFAULT_EVENT_ALIASES if event_aliases is None else event_aliases
     as_of_sql = None if as_of is None else f"DATE '{as_of}'"
     u = _ident(uid)
+    ranks = {k: tuple(v) for k, v in (orders or {}).items()}
 
     def window(event: str, days: int) -> str:
         if events is None or as_of_sql is None:
@@ -123,6 +135,23 @@ def to_sql(
             if profile_columns is not None and n.name not in profile_columns and m:
                 return go(Did(aliases.get(m["prefix"], m["prefix"]), int(m["days"])), stack)
             return f"COALESCE({col(n.name)}, FALSE)"
+        ordered_range = isinstance(n, Between) or (
+            isinstance(n, Compare) and n.op not in ("==", "!=")
+        )
+        if ordered_range and n.tag in ranks:  # type: ignore[union-attr]
+            order = ranks[n.tag]
+            lo, hi = (n.lo, n.hi) if isinstance(n, Between) else (None, None)
+            keep = [
+                v
+                for i, v in enumerate(order)
+                if (
+                    order.index(lo) <= i <= order.index(hi)
+                    if isinstance(n, Between)
+                    else _RANK_OPS[n.op](i, order.index(n.value))
+                )
+            ]
+            vals = ", ".join(_lit(v) for v in keep) or "NULL"
+            return f"COALESCE({col(n.tag)} IN ({vals}), FALSE)"
         if isinstance(n, Compare):
             return f"COALESCE({col(n.tag)} {_SQL_OPS[n.op]} {_lit(n.value)}, FALSE)"
         if isinstance(n, Between):

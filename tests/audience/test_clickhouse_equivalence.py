@@ -4,21 +4,24 @@ Hypothesis draws the random tag and event tables of the DuckDB equivalence test,
 ordered categorical, a date and a timestamp column, and draws several random ASTs per
 table; the store built with ``engine="chdb"`` (bitmaps as ClickHouse ``groupBitmap``
 states, expressions compiled to ClickHouse SQL) must give the same members and the same
-size as the local roaring engine (which the DuckDB test ties to SQL).
+size as the local roaring engine, and DuckDB SQL over the same tables must agree.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mktlab.audience import AudienceCatalog, AudienceStore, to_text
+from mktlab.audience import AudienceCatalog, AudienceStore, to_sql, to_text
 from mktlab.audience.lang import Between, Compare, In, Not, Or
 
-from .test_sql_equivalence import OPS, expressions, tables
+from .test_sql_equivalence import DAYS, FIRST, OPS, expressions, tables
 
 pytest.importorskip("chdb", reason="the chdb engine needs the 'scale' extra (chdb)")
 
@@ -72,17 +75,27 @@ def wider_expressions(profiles, events):
     )
 
 
+@pytest.fixture(scope="module")
+def con():
+    c = duckdb.connect()
+    yield c
+    c.close()
+
+
 @settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=st.data())
-def test_chdb_engine_equals_local_engine(tmp_path_factory, data):
+def test_chdb_engine_equals_local_engine(con, tmp_path_factory, data):
     profiles, events = data.draw(wider_tables())
     catalog = AudienceCatalog(tmp_path_factory.getbasetemp() / "ch-equiv.duckdb")
     local = AudienceStore.build(profiles, events, engine="roaring", catalog=catalog)
     chdb_store = AudienceStore.build(profiles, events, engine="chdb", catalog=catalog)
+    con.register("profiles", profiles)
+    if events is not None:
+        con.register("events", events)
     try:
         assert chdb_store.engine == "chdb"
         assert sorted(chdb_store.universe) == sorted(local.universe)
@@ -93,6 +106,15 @@ def test_chdb_engine_equals_local_engine(tmp_path_factory, data):
             assert sorted(got) == sorted(want), (to_text(tree), chdb_store.sql(tree))
             assert chdb_store.size(tree) == len(want)
             assert chdb_store.size(to_text(tree)) == len(want)
+            # and DuckDB SQL over the same tables says the same (ENUM ranks via orders=)
+            sql = to_sql(
+                tree,
+                events="events" if events is not None else None,
+                as_of=FIRST + dt.timedelta(days=DAYS - 1) if events is not None else None,
+                profile_columns=set(profiles.columns),
+                orders={"tier": tuple(TIERS)},
+            )
+            assert sorted(int(r[0]) for r in con.execute(sql).fetchall()) == sorted(want), sql
     finally:
         chdb_store.close()
 
