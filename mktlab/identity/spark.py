@@ -68,7 +68,7 @@ def _input_frame(spark, observations):
     n = len(obs)
 
     def strings(s: pd.Series) -> np.ndarray:
-        out = as_id_strings(s).to_numpy(dtype=object, na_value=None)
+        out = np.array(as_id_strings(s), dtype=object)
         out[s.isna().to_numpy()] = None
         return out
 
@@ -531,14 +531,14 @@ def _to_map(
     prev_uid = np.full(n, -1, dtype=np.int64)
     if prev is not None:
         prev_uid[: len(prev["uid"])] = prev["uid"]  # previous nodes hold the smallest keys
+    z = np.zeros(0, dtype=np.int64)  # row-level arrays only the local stages read
     nodes = _local._Nodes(
-        row_local=None, blocked_rows=None, blocked=blocked, excluded_blocked=excluded_blocked,
+        row_local=z, blocked_rows=z, blocked=blocked, excluded_blocked=excluded_blocked,
         node_type=node_type, node_value=pd.Series(allnodes["val"].to_numpy(dtype=object), dtype="str"),
-        local_to_node=None, prev_to_node=None, prev_uid=prev_uid,
+        local_to_node=z, prev_to_node=None, prev_uid=prev_uid,
         prev_next_uid=prev["next_uid"] if prev is not None else 0,
         prev_alive=prev["alive"] if prev is not None else set(),
     )  # fmt: skip
-    z = np.zeros(0, dtype=np.int64)
     links = _local._Links(
         u=u.astype(np.int64), v=v.astype(np.int64),
         first=edge_pd["first"].to_numpy(np.int64), last=edge_pd["last"].to_numpy(np.int64),
