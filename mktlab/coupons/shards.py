@@ -176,14 +176,17 @@ class CampaignShards:
     def _tag(self, cid: str, k: int) -> str:
         # Every key of one shard carries the same {hash tag}, so each script call touches
         # one slot. On a cluster the tag is picked so that shard k's slot falls in the
-        # k-th of `shards` equal slices of the slot space: masters own contiguous slot
-        # ranges, so a campaign's shards spread over them instead of where crc16 lands.
+        # middle of the k-th of `shards` equal slices of the slot space: masters own
+        # contiguous slot ranges, so a campaign's shards spread over them instead of
+        # wherever crc16 lands (shards <= 1024 keeps every middle half non-empty).
         if not self._cluster:
             return f"{self.namespace}:{{{cid}#{k}}}"
         n = self._info(cid).campaign.shards
         tag = self._tags.get((cid, k, n))
         if tag is None:
-            lo, hi = k * CLUSTER_SLOTS // n, (k + 1) * CLUSTER_SLOTS // n
+            # the middle half of the slice, clear of a master's range boundary near its edge
+            w = CLUSTER_SLOTS / n
+            lo, hi = int(k * w + w / 4), int((k + 1) * w - w / 4)
             tag, j = f"{cid}#{k}", 0
             while not lo <= key_slot(tag.encode()) < hi:
                 j += 1
