@@ -30,7 +30,8 @@ counted then. Arms and conversions are also idempotent by user (``HSETNX``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mktlab.campaigns.rollout import ACTIVE, in_rollout
@@ -133,23 +134,45 @@ class LiveTally:
         self._counts: dict[str, list[int]] = {}  # campaign -> [decisions, errors, redeemed]
         # campaign -> (ts, tie, op, user, arm): conversions after decisions of the same instant
         self._ops: dict[str, list[tuple[float, int, str, str, str]]] = {}
+        # conversions once per event, not per campaign: (campaigns managed then, [(ts, user)])
+        self._conv: list[tuple[frozenset[str], list[tuple[float, str]]]] = []
+        # the managed campaigns, kept while the states' cache gives the same answers
+        self._act: dict[str, dict] = {}
+        self._act_ids: frozenset[str] = frozenset()
+        self._act_key: tuple[int, float] = (-1, float("-inf"))  # (states generation, until)
 
     def __bool__(self) -> bool:
-        return bool(self._counts or self._ops)
+        return bool(self._counts or self._ops or self._conv)
+
+    def _active(self) -> dict[str, dict]:
+        """Managed campaigns (published state gray or full) -> state, as ``states.get`` says."""
+        gen, until = self._act_key
+        if getattr(self.states, "generation", None) == gen and time.monotonic() < until:
+            return self._act
+        if hasattr(self.states, "get_many"):
+            got, until = self.states.get_many(self.campaigns)
+        else:  # any reader with get(): asked every time
+            got, until = {c: self.states.get(c) for c in self.campaigns}, float("-inf")
+        self._act = {c: st for c, st in got.items() if st is not None and st["state"] in ACTIVE}
+        self._act_ids = frozenset(self._act)
+        self._act_key = (getattr(self.states, "generation", -1), until)
+        return self._act
 
     def _managed(self, cid: str) -> dict | None:
-        st = self.states.get(cid)
-        return st if st is not None and st["state"] in ACTIVE else None
+        return self._active().get(cid)
 
     def decisions(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Count decision-log rows (:data:`mktlab.strategy.DECISION_COLUMNS`)."""
+        active: dict[str, dict] | None = None
         for r in rows:
             cid = self.campaign_of.get(r["source"])
             if cid is None or r["status"] in GATED:
                 continue
+            if active is None:  # once per call, and only when a row may count
+                active = self._active()
             action, user, journey = r["action"], r["user_id"], r["source"] in self.journeys
             if action in ACTED:
-                st = self._managed(cid)
+                st = active.get(cid)
                 if st is None:
                     continue
                 arm = None  # a journey's arm comes from its holdout split
@@ -163,8 +186,15 @@ class LiveTally:
                 if arm is not None:
                     self._ops.setdefault(cid, []).append((float(r["ts"]), 0, "a", user, arm))
             elif (action == "split" and r.get("arm") in ("treated", "holdout")
-                  and self._managed(cid) is not None):  # fmt: skip
+                  and cid in active):  # fmt: skip
                 self._ops.setdefault(cid, []).append((float(r["ts"]), 0, "a", user, r["arm"]))
+
+    def on_event(self, ev: Any, rows: Sequence[Mapping[str, Any]], start: int = 0) -> None:
+        """One handled event: its decision rows (``rows[start:]``), then the event itself."""
+        if len(rows) > start:
+            self.decisions(rows[start:])
+        if ev.event == self.outcome_event or ev.event == self.redeem_event:
+            self.event(ev)
 
     def event(self, ev: Any) -> None:
         """One event of the stream: a conversion, a redemption, or nothing the counters want."""
@@ -180,9 +210,13 @@ class LiveTally:
         Counted after the decisions of the same instant; the user's arm must have been set
         first (by this tally or an earlier one).
         """
-        for cid in self.campaigns:
-            if self._managed(cid) is not None:
-                self._ops.setdefault(cid, []).append((float(ts), 1, "c", user_id, ""))
+        self._active()
+        ids = self._act_ids
+        if not ids:
+            return
+        if not self._conv or self._conv[-1][0] is not ids:
+            self._conv.append((ids, []))
+        self._conv[-1][1].append((float(ts), user_id))
 
     def error(self, campaign_id: str | None, n: int = 1) -> None:
         """``n`` failed effects of ``campaign_id`` (ignored when it is not managed)."""
@@ -199,18 +233,27 @@ class LiveTally:
             self._counts.setdefault(campaign_id, [0, 0, 0])[2] += 1
 
     def queue(self, pipe: Any) -> int:
-        """Add the tally to ``pipe`` (the checkpoint's transaction) and start afresh.
+        """Add the tally to ``pipe`` (the checkpoint's transaction); :meth:`reset` once it ran.
 
-        Returns the number of campaigns it touched.
+        The tally is kept until then, so a checkpoint that failed and is tried again
+        queues the same counts. Returns the number of campaigns it touched.
         """
+        convs: dict[str, list[tuple[float, int, str, str, str]]] = {}
+        for ids, rows in self._conv:
+            for cid in ids:
+                convs.setdefault(cid, []).extend((ts, 1, "c", u, "") for ts, u in rows)
         n = 0
-        for cid in sorted(set(self._counts) | set(self._ops)):
+        for cid in sorted(set(self._counts) | set(self._ops) | set(convs)):
             d, e, r = self._counts.get(cid, (0, 0, 0))
             args: list[Any] = [d, e, r]
-            for _, _, op, user, arm in sorted(self._ops.get(cid, ()), key=lambda o: (o[0], o[1])):
+            ops = [*self._ops.get(cid, ()), *convs.get(cid, ())]  # a stable sort: event order
+            for _, _, op, user, arm in sorted(ops, key=lambda o: (o[0], o[1])):
                 args += (op, user, arm)
             m = metrics_key(self.namespace, cid)
             pipe.eval(_TALLY_LUA, 3, m, m + ":arm", m + ":conv", *args)
             n += 1
-        self._counts, self._ops = {}, {}
         return n
+
+    def reset(self) -> None:
+        """Start afresh: what :meth:`queue` added was written."""
+        self._counts, self._ops, self._conv = {}, {}, []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from mktlab.experiments._hash import N_BUCKETS, bucket_of
@@ -56,7 +57,10 @@ def publish_state(redis: Any, namespace: str, campaign_id: str, *, state: str, r
 
 
 def read_state(redis: Any, namespace: str, campaign_id: str) -> dict | None:
-    raw = redis.hgetall(state_key(namespace, campaign_id))
+    return _state(redis.hgetall(state_key(namespace, campaign_id)))
+
+
+def _state(raw: Any) -> dict | None:
     if not raw:
         return None
     d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
@@ -82,16 +86,41 @@ class CampaignStates:
         self.ttl = float(ttl)
         self._cache: dict[str, tuple[float, dict | None]] = {}
         self._lock = threading.Lock()
+        self.generation = 0  # moves on whenever a cached answer may change (read or dropped)
 
     def get(self, campaign_id: str) -> dict | None:
         now = time.monotonic()
         hit = self._cache.get(campaign_id)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        st = read_state(self.redis, self.namespace, campaign_id)
-        with self._lock:
-            self._cache[campaign_id] = (now, st)
-        return st
+        # the other campaigns read so far expire about together: one round trip for all
+        others = [c for c, (at, _) in list(self._cache.items()) if now - at >= self.ttl]
+        return self.get_many([campaign_id, *others])[0][campaign_id]
+
+    def get_many(self, campaign_ids: Iterable[str]) -> tuple[dict[str, dict | None], float]:
+        """:meth:`get` of several campaigns (the expired ones read in one round trip).
+
+        Also returns the monotonic time until which :meth:`get` gives these same answers
+        (while :attr:`generation` stays), so a caller may keep them until then.
+        """
+        ids = list(dict.fromkeys(campaign_ids))
+        now = time.monotonic()
+        stale = [c for c in ids if (h := self._cache.get(c)) is None or now - h[0] >= self.ttl]
+        if stale:
+            pipe = self.redis.pipeline(transaction=False)
+            for c in stale:
+                pipe.hgetall(state_key(self.namespace, c))
+            got = pipe.execute()
+            with self._lock:
+                for c, raw in zip(stale, got, strict=True):
+                    self._cache[c] = (now, _state(raw))
+                self.generation += 1
+        out, until = {}, float("inf")
+        for c in ids:
+            at, st = self._cache[c]
+            out[c] = st
+            until = min(until, at + self.ttl)
+        return out, until
 
     def refuse(self, campaign_id: str | None, user_id: str) -> tuple[str, str] | None:
         """``(status, reason)`` when the campaign's state keeps ``user_id`` out, else None."""
@@ -112,3 +141,4 @@ class CampaignStates:
     def invalidate(self) -> None:
         with self._lock:
             self._cache.clear()
+            self.generation += 1

@@ -24,10 +24,11 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mktlab.campaigns.counters import ERROR_OUTCOMES, LiveTally
 from mktlab.errors import MktlabError, ValidationError
 from mktlab.live.decisions import DecisionLog
 from mktlab.live.effects import EffectExecutor
@@ -43,8 +44,7 @@ RECENT_IDS = 200_000  # event ids remembered per partition: redeliveries and dup
 @dataclass
 class _Partition:
     index: int
-    rules: StrategySet
-    windows: Any = None  # EntryWindows of the windowed journey entries
+    rules: StrategySet  # its network also counts the windowed journey entries (markers)
     jstates: dict[tuple[str, str], Any] = field(default_factory=dict)
     timers: list[tuple[float, str, str]] = field(default_factory=list)  # heap (wake, user, journey)
     dirty: set[tuple[str, str]] = field(default_factory=set)
@@ -54,6 +54,7 @@ class _Partition:
     order: deque = field(default_factory=deque)
 
     active: dict[str, set[str]] = field(default_factory=dict)  # user -> journeys they are in
+    legacy_windows: bool = False  # a ``win:entries`` key may be left from an older checkpoint
     tally: Any = None  # LiveTally: the campaign counters this partition adds at its checkpoint
 
     def track(self, user: str, journey: str, state: Any) -> None:
@@ -136,6 +137,8 @@ class LiveEngine:
                 f"live engine: strategy/journey names must be unique; repeated: {dup}"
             )
         self.journeys = {j.name: jr.compile_journey(j) for j in journeys}
+        # windowed entries are counted by the rules' network, next to the rules' own windows
+        self._markers = {n: cj.entry.trigger for n, cj in self.journeys.items() if cj.windowed}
         self._order = list(
             self.journeys
         )  # journeys step in definition order, as the simulation does
@@ -201,40 +204,47 @@ class LiveEngine:
         return f"{self.namespace}:{what}:p{p}"
 
     def _window_engines(self, part: _Partition) -> list[tuple[str, Any]]:
-        """(name, OnlineEngine) pairs holding per-user window state in this partition."""
-        out = []
-        if part.rules.engine is not None:
-            out.append(("rules", part.rules.engine))
-        if part.windows is not None and part.windows.engine is not None:
-            out.append(("entries", part.windows.engine))
-        return out
+        """(name, OnlineEngine) pairs holding per-user window state in this partition.
+
+        One engine counts the rules' windows and the journeys' windowed entries (it used
+        to be two, ``rules`` and ``entries``: see :meth:`_load_windows`).
+        """
+        return [("rules", part.rules.engine)] if part.rules.engine is not None else []
+
+    def _load_windows(self, part: _Partition, p: int) -> None:
+        """Restore the partition's window state, merging a checkpoint's older ``entries`` key.
+
+        A checkpoint written while the journeys' entries had an engine of their own holds
+        their windows under ``win:entries``: each user's counts join the rules' (a pattern
+        both counted has the same counts in both), and the old key goes at the next
+        checkpoint.
+        """
+        eng = part.rules.engine
+        if eng is None:
+            return
+        for user, blob in self.redis.hgetall(self._k("win:rules", p)).items():
+            eng.restore_user(user.decode() if isinstance(user, bytes) else user, _bytes(blob))
+        for user, blob in self.redis.hgetall(self._k("win:entries", p)).items():
+            eng.merge_user(user.decode() if isinstance(user, bytes) else user, _bytes(blob))
 
     def partition(self, p: int) -> _Partition:
         """The in-memory state of partition ``p``, loaded from its checkpoint on first use."""
         part = self.parts.get(p)
         if part is not None:
             return part
-        rules = StrategySet(
-            self.strategies, self.context, self.caps, network=self._network, gate=self.gate
-        )
+        rules = StrategySet(self.strategies, self.context, self.caps, network=self._network,
+                            gate=self.gate, markers=self._markers)  # fmt: skip
         self._network = rules.network  # compiled once, shared by every partition
         part = _Partition(p, rules)
         if self._tallied:
-            from mktlab.campaigns.counters import LiveTally
-
             part.tally = LiveTally(self.gate, self._campaign_of, self.gate.namespace,
                                    journeys=self.journeys, outcome_event=self.outcome_event)  # fmt: skip
-        if self.journeys:
-            part.windows = self._jr.EntryWindows(list(self.journeys.values()))
         ck = self.redis.hgetall(self._k("ckpt", p))
         ck = {(k.decode() if isinstance(k, bytes) else k): v for k, v in ck.items()}
         same_defs = "defs" not in ck or _bytes(ck["defs"]).decode() == self.fingerprint
         if same_defs:  # windows counted for other definitions would mislead these rules
-            for name, eng in self._window_engines(part):
-                for user, blob in self.redis.hgetall(self._k(f"win:{name}", p)).items():
-                    eng.restore_user(
-                        user.decode() if isinstance(user, bytes) else user, _bytes(blob)
-                    )
+            self._load_windows(part, p)
+        part.legacy_windows = True  # the first checkpoint removes a ``win:entries`` key
         for eid in self.redis.zrange(self._k("seen", p), -RECENT_IDS, -1):
             part.remember(eid.decode() if isinstance(eid, bytes) else eid)
         if ck and "watermark" in ck:
@@ -292,14 +302,13 @@ class LiveEngine:
         part.watermark = max(part.watermark, ev.ts)
         if ev.event == TICK_EVENT:  # a watermark: timers only (mktlab.live.producer.tick_events)
             return None
-        matched = part.rules.match(ev.user_id, ev.ts, ev.event, ev.props)
-        self._step_journeys(part, ev, out)
+        # one pass of the network: the rules matched and the windowed entries it completed
+        matched, fired = part.rules.match_all(ev.user_id, ev.ts, ev.event, ev.props)
+        if self.journeys:
+            self._step_journeys(part, ev, out, fired)
         return matched
 
-    def _step_journeys(self, part: _Partition, ev: Any, out: RunResult) -> None:
-        if not self.journeys:
-            return
-        fired = part.windows.observe(ev) if part.windows is not None else frozenset()
+    def _step_journeys(self, part: _Partition, ev: Any, out: RunResult, fired) -> None:
         # only the journeys this event type may enter, and those the user is in
         idx = self._entry_index.get(ev.event)
         if idx is None:
@@ -353,11 +362,8 @@ class LiveEngine:
             part.processed.append(ev.event_id)
             part.remember(ev.event_id)
             rep.events += 1
-            if (
-                part.tally is not None
-            ):  # counted as decided: the campaign's state now, not at the checkpoint
-                part.tally.decisions(out.decisions[before:])
-                part.tally.event(ev)
+            if part.tally is not None:  # counted as decided: the campaign's state now
+                part.tally.on_event(ev, out.decisions, before)
             sent = ev.props.get("_sent_at") if ev.props else None
             if matched:
                 pending.append((part, ev, matched, -1 if sent is None else 0))
@@ -406,11 +412,7 @@ class LiveEngine:
         for e in out.effects:
             rep.effects[e.kind] += 1
         rep.outcomes.update(r for r in results)
-        if (
-            self._tallied
-        ):  # failed effects count against their campaign, at its partition's checkpoint
-            from mktlab.campaigns.counters import ERROR_OUTCOMES
-
+        if self._tallied:  # failed effects count at their partition's checkpoint
             for e, r in zip(out.effects, results, strict=True):
                 part = self._batch_parts.get(e.user_id) if r in ERROR_OUTCOMES else None
                 if part is not None and part.tally is not None:
@@ -429,10 +431,13 @@ class LiveEngine:
         self._execute(out, rep)
         return rep
 
-    def checkpoint(self, partitions: Iterable[int] | None = None) -> int:
+    def checkpoint(
+        self, partitions: Iterable[int] | None = None, *, extra: Callable[[Any], None] | None = None
+    ) -> int:
         """Write decisions, then state, of the given (default: all held) partitions.
 
-        Returns the number of decision rows written.
+        ``extra(pipe)`` may queue more commands in the state's transaction (the worker's
+        metrics). Returns the number of decision rows written.
         """
         todo = [
             p
@@ -443,70 +448,88 @@ class LiveEngine:
         if rows:  # one segment per checkpoint, whatever the number of partitions
             self.decision_log.append(rows, partition=todo[0] if len(todo) == 1 else None)
         n = len(rows)
+        if not todo and extra is None:
+            return n
+        # every partition in one transaction (one round trip). What it wrote is marked
+        # clean only once it has committed: a failed checkpoint leaves the dirty users,
+        # the tallies and the decisions in place, so a retry writes them all again.
+        pipe = self.redis.pipeline(transaction=True)
+        for p in todo:
+            self._queue_partition(pipe, p, self.parts[p])
+        if extra is not None:
+            extra(pipe)
+        pipe.execute()
         for p in todo:
             part = self.parts[p]
-            pipe = self.redis.pipeline(transaction=True)
-            ck: dict[str, Any] = {"defs": self.fingerprint}
-            # one command per key and kind (not per field): the same end state, fewer commands
-            for name, eng in self._window_engines(part):
-                wkey = self._k(f"win:{name}", p)
-                wset: dict[Any, bytes] = {}
-                wdel: list[Any] = []
-                for user in eng.dirty_users():
-                    blob = eng.user_snapshot(user)
-                    if blob is None:
-                        wdel.append(user)
-                    else:
-                        wset[user] = blob
-                if wdel:
-                    pipe.hdel(wkey, *wdel)
-                if wset:
-                    pipe.hset(wkey, mapping=wset)
+            for _, eng in self._window_engines(part):
                 eng.clear_dirty()
-            if part.processed:  # ids seen, for redeliveries and publisher retries
-                skey = self._k("seen", p)
-                base = time.time()
-                pipe.zadd(skey, {eid: base + i * 1e-6 for i, eid in enumerate(part.processed)})
-                pipe.zremrangebyrank(skey, 0, -RECENT_IDS - 1)
-            ck["watermark"] = repr(part.watermark).encode()
-            pipe.hset(self._k("ckpt", p), mapping=ck)
-            if part.tally is not None:  # the watcher's counters, once with the ids they came from
-                part.tally.queue(pipe)
-            jkey, tkey = self._k("journeys", p), self._k("timers", p)
-            # per field, the last write wins (as it did with one command per field)
-            jset: dict[str, bytes] = {}
-            jdel: dict[str, None] = {}
-            tadd: dict[str, float] = {}
-            tdel: dict[str, None] = {}
-            for user, jname in part.dirty:
-                f = f"{user}{SEP}{jname}"
-                st = part.jstates.get((user, jname))
-                if st is None:
-                    jset.pop(f, None)
-                    jdel[f] = None
+            if part.tally is not None:
+                part.tally.reset()
+            part.legacy_windows = False
+            part.decisions, part.dirty, part.processed = [], set(), []
+        return n
+
+    def _queue_partition(self, pipe: Any, p: int, part: _Partition) -> None:
+        """Queue partition ``p``'s checkpoint on ``pipe`` (nothing is marked written yet)."""
+        ck: dict[str, Any] = {"defs": self.fingerprint}
+        # one command per key and kind (not per field): the same end state, fewer commands
+        for name, eng in self._window_engines(part):
+            wkey = self._k(f"win:{name}", p)
+            wset: dict[Any, bytes] = {}
+            wdel: list[Any] = []
+            for user in eng.dirty_users():
+                blob = eng.user_snapshot(user)
+                if blob is None:
+                    wdel.append(user)
+                else:
+                    wset[user] = blob
+            if wdel:
+                pipe.hdel(wkey, *wdel)
+            if wset:
+                pipe.hset(wkey, mapping=wset)
+        if part.legacy_windows:  # merged into the rules' windows when the partition loaded
+            pipe.delete(self._k("win:entries", p))
+        if part.processed:  # ids seen, for redeliveries and publisher retries
+            skey = self._k("seen", p)
+            base = time.time()
+            pipe.zadd(skey, {eid: base + i * 1e-6 for i, eid in enumerate(part.processed)})
+            pipe.zremrangebyrank(skey, 0, -RECENT_IDS - 1)
+        ck["watermark"] = repr(part.watermark).encode()
+        pipe.hset(self._k("ckpt", p), mapping=ck)
+        if part.tally is not None:  # the watcher's counters, once with the ids they came from
+            part.tally.queue(pipe)
+        jkey, tkey = self._k("journeys", p), self._k("timers", p)
+        # per field, the last write wins (as it did with one command per field)
+        jset: dict[str, bytes] = {}
+        jdel: dict[str, None] = {}
+        tadd: dict[str, float] = {}
+        tdel: dict[str, None] = {}
+        for user, jname in part.dirty:
+            f = f"{user}{SEP}{jname}"
+            st = part.jstates.get((user, jname))
+            if st is None:
+                jset.pop(f, None)
+                jdel[f] = None
+                tadd.pop(f, None)
+                tdel[f] = None
+            else:
+                jdel.pop(f, None)
+                jset[f] = st.encode()
+                wake = st.wake_at if (st.wake_at and not st.done) else None
+                if wake is None:
                     tadd.pop(f, None)
                     tdel[f] = None
                 else:
-                    jdel.pop(f, None)
-                    jset[f] = st.encode()
-                    wake = st.wake_at if (st.wake_at and not st.done) else None
-                    if wake is None:
-                        tadd.pop(f, None)
-                        tdel[f] = None
-                    else:
-                        tdel.pop(f, None)
-                        tadd[f] = wake
-            if jdel:
-                pipe.hdel(jkey, *jdel)
-            if jset:
-                pipe.hset(jkey, mapping=jset)
-            if tdel:
-                pipe.zrem(tkey, *tdel)
-            if tadd:
-                pipe.zadd(tkey, tadd)
-            pipe.execute()
-            part.decisions, part.dirty, part.processed = [], set(), []
-        return n
+                    tdel.pop(f, None)
+                    tadd[f] = wake
+        if jdel:
+            pipe.hdel(jkey, *jdel)
+        if jset:
+            pipe.hset(jkey, mapping=jset)
+        if tdel:
+            pipe.zrem(tkey, *tdel)
+        if tadd:
+            pipe.zadd(tkey, tadd)
 
     # ------------------------------------------------------------------ reading
     def journey_state_bytes(self) -> dict[str, float]:

@@ -37,15 +37,23 @@ class WorkerStats:
     latencies: list[float] = field(default_factory=list)
 
 
-def publish_metrics(redis: Any, namespace: str, totals: dict[str, int]) -> None:
-    """Add a worker's counters to the shared ``<namespace>:metrics`` hash (read by /metrics)."""
-    if not totals:
+def publish_metrics(
+    redis: Any, namespace: str, totals: dict[str, int], *, pipe: Any = None
+) -> None:
+    """Add a worker's counters to the shared ``<namespace>:metrics`` hash (read by /metrics).
+
+    With ``pipe``, the commands are queued there (the checkpoint's transaction) instead.
+    """
+    if not any(totals.values()):
         return
-    pipe = redis.pipeline(transaction=False)
+    own = pipe is None
+    if own:
+        pipe = redis.pipeline(transaction=False)
     for k, v in totals.items():
         if v:
             pipe.hincrby(f"{namespace}:{METRICS_KEY}", k, int(v))
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 def run_worker(
@@ -83,15 +91,16 @@ def run_worker(
 
     def flush() -> None:
         nonlocal unacked, last_ck
-        engine.checkpoint()
+        # the counters go in the checkpoint's transaction: counted once, with the state
+        delta = {k: v - pushed.get(k, 0) for k, v in engine.totals.items()}
+        engine.checkpoint(extra=lambda pipe: publish_metrics(
+            engine.redis, engine.namespace, delta, pipe=pipe))  # fmt: skip
+        pushed.update(engine.totals)
         if unacked:
             consumer.ack(unacked)
         unacked = []
         last_ck = time.monotonic()
         stats.checkpoints += 1
-        delta = {k: v - pushed.get(k, 0) for k, v in engine.totals.items()}
-        publish_metrics(engine.redis, engine.namespace, delta)
-        pushed.update(engine.totals)
 
     def recover(exc: BaseException) -> None:
         """A broker or Redis outage mid-batch: start again from the last checkpoint.

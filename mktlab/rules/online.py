@@ -322,6 +322,25 @@ class OnlineEngine:
 
         self._users[user] = pickle.loads(data)
 
+    def merge_user(self, user: Any, data: bytes) -> None:
+        """Join one user's window state written by another engine over the same events.
+
+        Counts of a window pattern this engine holds already are the same counts (both
+        saw every event of its type) and are kept; the others join. Of two lists of an
+        absent event's times the longer is kept: both hold the same events, the shorter
+        trimmed to a shorter window. The user is marked dirty (the next snapshot holds
+        the union).
+        """
+        import pickle
+
+        counts, absent = pickle.loads(data)
+        mine = self._user(user)
+        for k, q in counts.items():
+            mine[0].setdefault(k, q)
+        for t, lst in absent.items():
+            if len(lst) > len(mine[1].get(t, ())):
+                mine[1][t] = lst
+
     def _decide(self, rule: Rule, a: Action, user: Any, ts: int, coupons: int) -> Decision:
         is_coupon = isinstance(a, IssueCoupon)
         if is_coupon:

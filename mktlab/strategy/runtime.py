@@ -259,6 +259,11 @@ class StrategySet:
     fired actions then go to each strategy's own :class:`StrategyRuntime` logic
     (stacking limit, eligibility, effects). The decisions equal running each strategy on
     its own. This is what :func:`simulate` and the live workers run.
+
+    ``markers`` (name -> trigger) are counted in the same network without acting: the
+    live engine's windowed journey entries, so each event is matched once for rules and
+    entries together (:meth:`match_all` reports which fired). A marker shares the window
+    state of any rule with the same trigger; it never changes what the rules decide.
     """
 
     def __init__(
@@ -271,8 +276,9 @@ class StrategySet:
         audiences: Mapping[str, Any] | None = None,
         network: Any = None,
         gate: Any = None,
+        markers: Mapping[str, Any] | None = None,
     ):
-        from mktlab.rules.model import Rule
+        from mktlab.rules.model import Rule, SetLifecycle
 
         self.strategies = list(strategies)
         names = [s.name for s in self.strategies]
@@ -297,13 +303,22 @@ class StrategySet:
                 )
                 self._owner.append((k, r.id))
         self._rule_of = {f"s{k}.{rid}": (k, rid) for k, rid in self._owner}
+        # markers come after every rule: the rules' indexes, and so their firing order, stay
+        self._marker_of: dict[str, str] = {}
+        marks: list[Rule] = []
+        for name, t in (markers or {}).items():
+            rid = f"m{len(marks)}"
+            self._marker_of[rid] = name
+            marks.append(Rule(id=rid, when=t, actions=(SetLifecycle("entered"),)))
         net = network
-        if net is None and merged:
+        if net is None and (merged or marks):
             from mktlab.rules.compiler import compile_rules
+            from mktlab.rules.governance import validate
 
-            net = compile_rules(
-                RuleSet(name="live", rules=tuple(merged), max_coupons_per_event=10**9)
-            )
+            if merged:  # the strategies' rules, as before; markers are bare triggers
+                validate(RuleSet(name="live", rules=tuple(merged), max_coupons_per_event=10**9))
+            net = compile_rules(RuleSet(name="live", rules=(*merged, *marks),
+                                        max_coupons_per_event=10**9), check=False)  # fmt: skip
         self.network = net
         self.engine = (
             OnlineEngine(net, profiles=profiles, audiences=audiences, order="per_user")
@@ -312,6 +327,14 @@ class StrategySet:
         )
         used = [rt.events for rt in self.runtimes]
         self.events = None if any(u is None for u in used) else frozenset().union(*used)
+        self._seen = self.events  # the event types the network counts: rules' and markers'
+        if self._seen is not None and marks:
+            types = [(getattr(t, "type", None), getattr(t, "event", None), getattr(t, "absent", None))
+                     for t in (markers or {}).values()]  # fmt: skip
+            if any(x[0] == "*" for x in types):
+                self._seen = None
+            else:
+                self._seen = self._seen | frozenset(x for tr in types for x in tr if x)
 
     def match(self, user_id: str, ts: float, event: str, props: Mapping[str, Any] | None = None):
         """The rules fired by one event, per strategy (stacking applied); None when none fired.
@@ -319,21 +342,33 @@ class StrategySet:
         Matching never reads caps or eligibility, so a caller can match a whole batch
         first and fetch the cap histories of only the users something fired for.
         """
-        if self.engine is None or (self.events is not None and event not in self.events):
-            return None
-        row = dict(props or {})
-        row.update(user_id=user_id, ts=round(ts * 1e9), event=event)
+        return self.match_all(user_id, ts, event, props)[0]
+
+    def match_all(self, user_id: str, ts: float, event: str,
+                  props: Mapping[str, Any] | None = None) -> tuple[Any, frozenset[str]]:  # fmt: skip
+        """:meth:`match`, and the names of the markers the event fired, in one pass."""
+        if self.engine is None or (self._seen is not None and event not in self._seen):
+            return None, _NONE
+        row = dict(props) if props else {}
+        row["user_id"], row["ts"], row["event"] = user_id, round(ts * 1e9), event
         fired = self.engine.process(row)
         if not fired:
-            return None
+            return None, _NONE
         per: dict[int, list] = {}
+        marked: list[str] = []
+        rule_of = self._rule_of
         for d in fired:
-            k, rid = self._rule_of[d.rule_id]
+            got = rule_of.get(d.rule_id)
+            if got is None:
+                marked.append(self._marker_of[d.rule_id])
+                continue
+            k, rid = got
             per.setdefault(k, []).append(d.__class__(rid, d.action, d.status, d.reason))
-        return [
+        matched = [
             (k, _stack(per[k], self.runtimes[k].strategy.rules.max_coupons_per_event))
             for k in sorted(per)
-        ]
+        ] or None
+        return matched, (frozenset(marked) if marked else _NONE)
 
     def decide(self, matched, user_id: str, ts: float, event_id: str, props=None) -> RunResult:
         """Eligibility and effects of what :meth:`match` returned, in strategy order."""
@@ -351,6 +386,9 @@ class StrategySet:
         props: Mapping[str, Any] | None = None,
     ) -> RunResult:
         return self.decide(self.match(user_id, ts, event, props), user_id, ts, event_id, props)
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def _stack(fired: list, limit: int) -> list:
