@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import struct
+from typing import Literal, overload
 
 import numpy as np
 from pyroaring import BitMap, BitMap64
@@ -172,6 +173,10 @@ def to_clickhouse_state(bm: BitMap | BitMap64) -> bytes:
     return b"\x01" + _varint(len(payload)) + payload
 
 
+@overload
+def from_clickhouse_state(state: bytes, width: Literal[32] = 32) -> BitMap: ...
+@overload
+def from_clickhouse_state(state: bytes, width: Literal[64]) -> BitMap64: ...
 def from_clickhouse_state(state: bytes, width: int = 32) -> BitMap | BitMap64:
     """Inverse of :func:`to_clickhouse_state`: ``width`` 32 (``UInt32``) or 64 (``UInt64``)."""
     if width not in (32, 64):

@@ -251,7 +251,7 @@ def _categorical(name, col, present, loader: _Loader, ids: _Ids, max_values: int
     loader.load(codes)
     loader.by_code(base)
     top = int(codes[has].max()) if has.any() else 0
-    pbase = ids.take(_bits(top)) if ordered else None
+    pbase = ids.take(_bits(top)) if ordered else 0
     if ordered:
         loader.planes(pbase, _bits(top))
     if np.array_equal(has, present):
