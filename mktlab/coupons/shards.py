@@ -158,6 +158,7 @@ class CampaignShards:
         self._sha = self.redis.script_load(SCRIPT) if self._ping() else None
         self._infos: dict[str, CampaignState] = {}
         self._tags: dict[tuple[str, int, int], str] = {}
+        self._replicas: tuple[float, dict[str, int]] | None = None
         self._leases: dict[str, Lease] = {}
         self._lease_lock = threading.Lock()
         self._acked: list[tuple[str, list[str]]] = []  # (outbox key, ids) to XDEL
@@ -254,19 +255,15 @@ class CampaignShards:
         """On a cluster, ``WAIT`` until the replicas of the masters owning ``keys`` hold
         everything written so far (no-op on a single Redis or with a timeout of 0).
 
-        Raises
-        ------
-        ServiceUnavailableError
-            A replica did not confirm within ``replica_ack_timeout`` (also after the
-            topology was re-read, in case that replica has failed and left the map).
+        Raises ``ServiceUnavailableError`` when a replica not marked failed (re-read once)
+        did not confirm within ``replica_ack_timeout``.
         """
         if not self._cluster or self.replica_ack_timeout <= 0 or not keys:
             return
-        short = self._wait(keys)
+        short = self._wait(keys, fresh=False)
         if short:
-            # a replica that failed stays in the client's slot map until it is re-read
-            self.redis.nodes_manager.initialize()
-            short = self._wait([k for k, _, _ in short])
+            # a replica that has just been marked failed no longer counts: re-read it
+            short = self._wait([k for k, _, _ in short], fresh=True)
         if short:
             _, node, (got, want) = short[0]
             raise ServiceUnavailableError(
@@ -275,13 +272,32 @@ class CampaignShards:
                 "with the same request_ids returns them"
             )
 
-    def _wait(self, keys: Sequence[str]) -> list[tuple[str, str, tuple[int, int]]]:
-        slots = self.redis.nodes_manager.slots_cache
+    def _replica_counts(self, fresh: bool) -> dict[str, int]:
+        # master host:port -> replicas not marked failed, from CLUSTER NODES (re-read at
+        # most once a second): the slot map omits a replica until it replicated something,
+        # and a master's connected-replica count drops exactly when a link breaks
+        now = time.monotonic()
+        if fresh or self._replicas is None or now - self._replicas[0] > 1.0:
+            nodes = self.redis.cluster_nodes()
+            by_id = {v["node_id"]: addr for addr, v in nodes.items()}
+            counts: dict[str, int] = {}
+            for v in nodes.values():
+                flags = v["flags"].split(",")
+                if v["master_id"] not in by_id or "fail" in flags or "master" in flags:
+                    continue
+                master = by_id[v["master_id"]]
+                counts[master] = counts.get(master, 0) + 1
+            self._replicas = (now, counts)
+        return self._replicas[1]
+
+    def _wait(self, keys: Sequence[str], fresh: bool) -> list[tuple[str, str, tuple[int, int]]]:
+        counts = self._replica_counts(fresh)
         targets: dict[str, tuple[str, Any, int]] = {}
         for key in keys:
-            nodes = slots.get(self.redis.keyslot(key)) or []
-            if len(nodes) > 1:  # the master and the replicas the cluster reports
-                targets.setdefault(nodes[0].name, (key, nodes[0], len(nodes) - 1))
+            node = self.redis.get_node_from_key(key)
+            want = counts.get(node.name, 0)
+            if want:
+                targets.setdefault(node.name, (key, node, want))
         short = []
         ms = max(1, int(self.replica_ack_timeout * 1000))
         for key, node, want in targets.values():
@@ -573,8 +589,7 @@ class CampaignShards:
                     if not entries:
                         break
                     rows = [_outbox_row(f["d"]) for _, f in entries]
-                    # a decision the replica lacks could vanish in a failover and be made
-                    # again differently: only replicated entries go to the ledger
+                    # only replicated entries: one the replica lacks could be re-decided
                     try:
                         self.await_replicas([key])
                     except _REDIS_DOWN as exc:

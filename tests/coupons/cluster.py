@@ -15,6 +15,7 @@ the slots and the replicas, and :meth:`LocalCluster.start` returns once every no
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -211,11 +212,11 @@ class LocalCluster:
             c.close()
         raise RuntimeError(f"no master owns the slot of {key!r}")
 
-    def replica_of(self, master_port: int) -> int | None:
+    def replica_of(self, master_port: int, *, healthy: bool = True) -> int | None:
         nodes = self.nodes()
         mid = next(n["id"] for n in nodes if n["port"] == master_port)
         for n in nodes:
-            if n["master_id"] == mid and not n["failed"]:
+            if n["master_id"] == mid and not (healthy and n["failed"]):
                 return n["port"]
         return None
 
@@ -250,11 +251,20 @@ class LocalCluster:
 
     def kill(self, port: int) -> None:
         """SIGKILL one node: no shutdown, no goodbye to the cluster."""
-        with_replica = self.replica_of(port) if port in self.master_ports() else None
+        is_master = port in self.master_ports()
+        with_replica = self.replica_of(port, healthy=False) if is_master else None
         self._successor[port] = with_replica
         proc = self.procs[port]
         proc.kill()
         proc.wait()
+
+    def freeze(self, port: int) -> None:
+        """SIGSTOP one node: it holds its sockets but reads and answers nothing."""
+        self.procs[port].send_signal(signal.SIGSTOP)
+
+    def thaw(self, port: int) -> None:
+        """SIGCONT a frozen node."""
+        self.procs[port].send_signal(signal.SIGCONT)
 
     def wait_failover(self, dead_port: int, timeout: float = 20.0) -> int:
         """Wait until the replica of the master killed on ``dead_port`` owns its slots and

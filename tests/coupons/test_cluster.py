@@ -192,6 +192,44 @@ def test_master_killed_mid_sale_fails_over_and_reconcile_restores_exact_counts(t
             ledger.dispose()
 
 
+def test_a_coupon_the_replica_lacks_is_never_answered_so_a_failover_cannot_lose_it(
+    tmp_path, ledger
+):
+    # The replica is frozen and its link cut, so what the master decides next exists on
+    # the master alone; then the master is SIGKILLed and the replica takes over. Answering
+    # those decisions would lose them in the failover and hand the same users a second
+    # coupon: the WAIT for the replica refuses to answer, and the retry decides once.
+    with LocalCluster(tmp_path / "cluster", masters=3, replicas=1) as lc:
+        iss = CouponIssuer(redis=lc.url, ledger=ledger, namespace="cut", replica_ack_timeout=0.5)
+        cid = "cut-sale"
+        iss.create_campaign(Campaign(cid, stock=50, shards=1))
+        master = lc.master_of(iss._keys(cid, 0)["meta"])
+        replica = lc.replica_of(master)
+        users = [(f"cut{i}", f"a-{i}") for i in range(5)]
+        lc.freeze(replica)
+        node = redis.Redis(port=master)
+        node.execute_command("CLIENT KILL TYPE replica")  # the frozen replica cannot reconnect
+        node.close()
+        with pytest.raises(ServiceUnavailableError, match="replica confirmation"):
+            iss.issue_many(cid, users)
+        assert ledger.count(cid) == 0  # nothing recorded, nobody told
+        lc.kill(master)
+        lc.thaw(replica)
+        assert lc.wait_failover(master) == replica
+        after = CouponIssuer(redis=lc.url, ledger=ledger, namespace="cut")
+        first = after.issue_many(cid, users)  # the client retries the same request ids
+        assert all(r.issued for r in first)
+        again = after.issue_many(cid, [(u, f"b-{u}") for u, _ in users])  # new request ids
+        assert [r.reason for r in again] == ["duplicate"] * len(users)
+        rows = ledger.rows(cid)
+        assert dict(zip(rows["user_id"], rows["coupon_code"])) == {
+            r.user_id: r.coupon_code for r in first
+        }
+        assert after.status(cid)["issued"] == len(rows) == len(users)
+        iss.close()
+        after.close()
+
+
 def test_a_cluster_url_that_does_not_answer_is_refused_before_issuing(ledger):
     url = f"redis+cluster://127.0.0.1:{free_port()}"
     with pytest.raises(ServiceUnavailableError, match="does not answer"):
