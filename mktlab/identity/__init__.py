@@ -6,10 +6,10 @@
 >>> imap.save(); IdentityMap.load()
 """
 
+from mktlab.identity.engine import resolve
 from mktlab.identity.map import IdentityMap, Person, UnresolvedIdentifiersWarning, attach_uid
 from mktlab.identity.merge_rules import IdentityRules, IdTypeRule
 from mktlab.identity.report import IdentityReport
-from mktlab.identity.resolver import resolve
 from mktlab.identity.scoring import assign_records, pairwise_scores
 
 __all__ = [

@@ -46,7 +46,6 @@ from mktlab.identity.report import SIZE_BUCKETS, IdentityReport, size_label
 from mktlab.identity.stable_ids import assign_ids
 
 REQUIRED = ("record_id", "ts", "id_type", "id_value")
-ENGINES = ("local", "spark")
 _NS = "datetime64[ns]"
 
 
@@ -434,53 +433,13 @@ def _size_distribution(person: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
 
 
 # ------------------------------------------------------------------- resolve
-def resolve(
+def resolve_local(
     observations: pd.DataFrame,
     rules: IdentityRules | None = None,
     previous: IdentityMap | None = None,
     errors: str = "raise",
-    engine: str = "local",
 ) -> IdentityMap:
-    """Resolve raw identifier observations into people.
-
-    Parameters
-    ----------
-    observations : DataFrame
-        Columns ``record_id, ts, id_type, id_value`` (``source`` optional). Identifiers
-        sharing a ``record_id`` were seen together and are linked.
-    rules : IdentityRules, optional
-        Defaults to the previous map's rules, else :class:`IdentityRules` defaults.
-    previous : IdentityMap, optional
-        A map from an earlier run. ``observations`` are then *new* observations added to
-        the previous links; every surviving person keeps its ``global_id`` and ``uid``.
-    errors : {"raise", "quarantine"}
-        What to do with bad rows (null ids, unknown types, unparseable timestamps).
-    engine : {"local", "spark"}
-        ``"local"`` (default): numpy, scipy and numba in this process. ``"spark"``: the
-        same rules on PySpark (:mod:`mktlab.identity.spark`; ``observations`` may then
-        also be a Spark DataFrame), settings from :func:`mktlab.config.spark_settings`.
-        Both give the same map: same people, same ``global_id`` and ``uid``.
-
-    Returns
-    -------
-    IdentityMap
-
-    Raises
-    ------
-    SchemaError
-        A required column is missing.
-    DataError
-        Bad rows and ``errors="raise"``; the message names each field with sample rows.
-    ConfigError
-        ``engine="spark"`` and Spark cannot start or run the job (no JVM, out of memory):
-        the message says what to install or set.
-    """
-    if engine not in ENGINES:
-        raise ValidationError(f"resolve: engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "spark":
-        from mktlab.identity.spark import resolve_spark  # pyspark and a JVM only when asked
-
-        return resolve_spark(observations, rules, previous, errors)
+    """The local engine of :func:`mktlab.identity.resolve` (numpy, scipy, numba in process)."""
     secs: dict[str, float] = {}
     clock = perf_counter()
 
